@@ -1,0 +1,22 @@
+"""visionzoo: every landmark image-classification network, from scratch, verified and compared."""
+
+__version__ = "0.1.0"
+
+from visionzoo.registry import (  # noqa: E402
+    ModelInfo,
+    create_model,
+    get_model_info,
+    list_families,
+    list_models,
+    register_model,
+)
+
+__all__ = [
+    "ModelInfo",
+    "__version__",
+    "create_model",
+    "get_model_info",
+    "list_families",
+    "list_models",
+    "register_model",
+]

@@ -1,0 +1,176 @@
+"""Weight converters: torchvision / timm state dicts onto visionzoo models.
+
+Each family module registers a converter for the sources it supports:
+
+    @register_converter("torchvision", "resnet*")
+    def _from_torchvision(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        return rename_keys(state_dict, [(r"^layer(\\d)\\.", ...), ...])
+
+`port_weights(model, state_dict, source)` converts, then checks that keys and shapes match
+exactly and names every mismatch; nothing is loaded unless everything matches. The
+reference state dicts in tests come from torchvision's and timm's own constructors (no
+download); `load_pretrained(model, "torchvision:resnet50")` fetches real ImageNet weights
+through torchvision's or timm's hub code for users who are online.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+StateDict = dict[str, Tensor]
+Converter = Callable[[StateDict], StateDict]
+
+SOURCES = ("torchvision", "timm")
+_CONVERTERS: list[tuple[str, str, Converter]] = []
+
+
+class WeightMismatchError(ValueError):
+    """A state dict that does not fit the model; the message names the keys or shapes."""
+
+
+def register_converter(source: str, *patterns: str) -> Callable[[Converter], Converter]:
+    """Register `fn` as the converter from `source` for model names matching `patterns`."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown weight source {source!r}; expected one of {SOURCES}")
+
+    def decorator(fn: Converter) -> Converter:
+        for pattern in patterns:
+            _CONVERTERS.append((source, pattern, fn))
+        return fn
+
+    return decorator
+
+
+def get_converter(model_name: str, source: str) -> Converter:
+    from visionzoo.registry import get_model_info
+
+    get_model_info(model_name)  # loads the families; unknown names raise with suggestions
+    for src, pattern, fn in _CONVERTERS:
+        if src == source and fnmatch.fnmatchcase(model_name, pattern):
+            return fn
+    raise WeightMismatchError(f"no {source} converter for {model_name!r}")
+
+
+def rename_keys(state_dict: StateDict, rules: Iterable[tuple[str, str]]) -> StateDict:
+    """Apply regex substitutions to every key, in order; values are kept as they are."""
+    rules = [(re.compile(p), r) for p, r in rules]
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        for pattern, repl in rules:
+            key = pattern.sub(repl, key)
+        out[key] = value
+    return out
+
+
+def check_state_dict(model: nn.Module, state_dict: StateDict, what: str = "state dict") -> None:
+    """Raise WeightMismatchError naming missing, unexpected and wrongly shaped keys."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            shown = ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise WeightMismatchError(f"{what} does not fit {name}: " + "; ".join(problems))
+
+
+def port_weights(model: nn.Module, state_dict: StateDict, source: str) -> nn.Module:
+    """Convert a `source` ("torchvision" or "timm") state dict and load it into `model`."""
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise ValueError("port_weights needs a model built by visionzoo.create_model")
+    converted = get_converter(name, source)(dict(state_dict))
+    check_state_dict(model, converted, what=f"the {source} state dict")
+    model.load_state_dict(converted, strict=True)
+    return model
+
+
+def build_reference(model_name: str, source: str, **kwargs: object) -> nn.Module:
+    """The same architecture built by torchvision or timm, randomly initialised (no download)."""
+    from visionzoo.registry import get_model_info
+
+    info = get_model_info(model_name)
+    if source == "torchvision":
+        if not info.torchvision_name:
+            raise WeightMismatchError(f"torchvision has no {model_name!r}")
+        import torchvision
+
+        return torchvision.models.get_model(info.torchvision_name, weights=None, **kwargs)
+    if source == "timm":
+        if not info.timm_name:
+            raise WeightMismatchError(f"timm has no {model_name!r}")
+        import timm
+
+        return timm.create_model(info.timm_name, pretrained=False, **kwargs)
+    raise ValueError(f"unknown weight source {source!r}; expected one of {SOURCES}")
+
+
+def load_pretrained(model: nn.Module, spec: str) -> nn.Module:
+    """Load real ImageNet weights, e.g. "torchvision:resnet50" or "timm:convnext_tiny".
+
+    Needs the network the first time (torchvision and timm cache the files). The weights
+    are fetched by the reference library, converted and checked like any other port.
+    """
+    source, _, ref_name = spec.partition(":")
+    if source == "torchvision":
+        import torchvision
+
+        weights = torchvision.models.get_model_weights(ref_name).DEFAULT
+        state_dict = weights.get_state_dict(progress=True)
+    elif source == "timm":
+        import timm
+
+        state_dict = timm.create_model(ref_name, pretrained=True).state_dict()
+    else:
+        raise ValueError(f"unknown weight source in {spec!r}; use torchvision:NAME or timm:NAME")
+    return port_weights(model, state_dict, source)
+
+
+@torch.no_grad()
+def max_logit_diff(ours: nn.Module, reference: nn.Module, x: Tensor) -> float:
+    """Largest absolute difference between the two models' logits, both in eval mode."""
+    ours.eval()
+    reference.eval()
+    a, b = ours(x), reference(x)
+    if isinstance(b, tuple):  # torchvision's Inception returns (logits, aux) namedtuples
+        b = b[0]
+    return float((a - b).abs().max())
+
+
+def verify_port(
+    model_name: str,
+    source: str,
+    image_size: int | None = None,
+    batch_size: int = 2,
+    model_kwargs: dict | None = None,
+    reference_kwargs: dict | None = None,
+    seed: int = 0,
+) -> float:
+    """Build ours and the reference, port the reference's weights, return the max logit diff.
+
+    The reference is built by torchvision or timm with random weights (no download), so this
+    runs offline; the input is random, at `image_size` (default: the variant's smallest).
+    """
+    from visionzoo.registry import create_model, get_model_info
+
+    info = get_model_info(model_name)
+    torch.manual_seed(seed)
+    reference = build_reference(model_name, source, **(reference_kwargs or {}))
+    ours = create_model(model_name, **(model_kwargs or {}))
+    port_weights(ours, reference.state_dict(), source)
+    size = image_size or max(info.min_image_size, 32)
+    x = torch.randn(batch_size, info.in_channels, size, size)
+    return max_logit_diff(ours, reference, x)

@@ -1,0 +1,33 @@
+"""Stochastic depth (Huang et al. 2016, arXiv:1603.09382): drop a residual branch per sample."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    """Zero the whole branch for a random fraction `p` of the samples, rescale the rest."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
+    """The linear decay rule: 0 for the first block up to `drop_path_rate` for the last."""
+    return torch.linspace(0, drop_path_rate, depth).tolist() if depth > 1 else [0.0] * depth
