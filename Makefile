@@ -21,7 +21,6 @@ install: venv
 
 install-test: venv
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
-	-$(PIP) install -q --disable-pip-version-check -e '.[explorer]' 2>/dev/null
 
 # Debian packages, only when we are root with apt: the real dataset and a browser for tests.
 system-deps:
