@@ -1,8 +1,71 @@
-"""Command-line front end (filled in by the spine's engine and data work)."""
+"""Command-line front end: thin argparse wiring, no logic of its own.
 
+Commands live with the package that implements them: each module in COMMAND_MODULES has a
+`register(subparsers)` function that adds its sub-commands and sets `func` on them; `func`
+takes the parsed arguments and returns the exit code. A UserError (or any error that a
+user's input causes) is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
 import sys
+
+from visionzoo import __version__
+
+COMMAND_MODULES = (
+    "visionzoo.commands",  # list, data, train, eval, predict
+    "visionzoo.bench.commands",  # info, bench, export
+    "visionzoo.explorer.commands",  # explore
+    "visionzoo.lab.commands",  # lab
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visionzoo",
+        description="Every landmark image-classification network: train, measure, explore.",
+    )
+    parser.add_argument("--version", action="version", version=f"visionzoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name and name.startswith(err.name):  # that package is not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("visionzoo: command line coming with the engine", file=sys.stderr)
-    return 1
+    from visionzoo.convert import WeightMismatchError
+    from visionzoo.errors import UserError
+    from visionzoo.registry import UnknownModelError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, UnknownModelError, WeightMismatchError) as err:
+        print(f"visionzoo: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("visionzoo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if os.environ.get("VISIONZOO_DEBUG"):
+            raise
+        print(f"visionzoo: error: {type(err).__name__}: {err}", file=sys.stderr)
+        print("visionzoo: set VISIONZOO_DEBUG=1 for the full traceback", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
