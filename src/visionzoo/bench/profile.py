@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from visionzoo.registry import create_model, get_model_info
 
-__all__ = ["PAPER_DEPTH", "count_flops", "graph_depth", "profile_model"]
+__all__ = ["PAPER_DEPTH", "count_flops", "flop_counter", "graph_depth", "profile_model"]
 
 CACHE_VERSION = 1
 
@@ -132,9 +132,22 @@ def graph_depth(output: Tensor, model: nn.Module) -> tuple[int, int]:
     return longest[output.grad_fn], total
 
 
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# FlopCounterMode knows the CUDA attention kernels; the CPU one is counted the same way.
+_EXTRA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent FlopCounterMode that also counts CPU fused attention."""
+    return FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
+
+
 def count_flops(model: nn.Module, x: Tensor) -> int:
     """FLOPs of `model(x)` as FlopCounterMode counts them (a multiply-add is 2 FLOPs)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         model(x)
     return int(counter.get_total_flops())
 
@@ -149,6 +162,30 @@ def _stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if found:
         return found
     return [(n, m) for n, m in model.named_children() if sum(1 for _ in m.modules())]
+
+
+def _first_of_stage(model: nn.Module, name: str) -> nn.Module:
+    """Where the stem ends: the first stage, or block 0 when the stage is "blocks.K"."""
+    parent, _, index = name.rpartition(".")
+    if parent and index.isdigit():
+        container = model.get_submodule(parent)
+        if isinstance(container, (nn.Sequential, nn.ModuleList)) and len(container):
+            return container[0]
+    return model.get_submodule(name)
+
+
+def _row_names(names: list[str]) -> list[str]:
+    """ "blocks.2", "blocks.5" -> "blocks.0-2", "blocks.3-5": each row's span of blocks."""
+    out, previous = [], {}
+    for name in names:
+        parent, _, index = name.rpartition(".")
+        if parent and index.isdigit():
+            start = previous.get(parent, -1) + 1
+            previous[parent] = int(index)
+            out.append(f"{parent}.{start}-{index}" if start < int(index) else name)
+        else:
+            out.append(name)
+    return out
 
 
 def _count_blocks(model: nn.Module) -> int:
@@ -174,7 +211,7 @@ class _Trace:
         self.params = [0] * (len(self.stages) + 2)
         self.seen_params: set[int] = set()
         self.handles = []
-        first = self.stages[0][1] if self.stages else None
+        first = _first_of_stage(model, self.stages[0][0]) if self.stages else None
         for i, (_, module) in enumerate(self.stages):
             self.handles.append(module.register_forward_hook(self._stage_done(i)))
         if first is not None:
@@ -234,7 +271,7 @@ class _SavedActivations:
 def _measure(model: nn.Module, x: Tensor) -> dict[str, Any]:
     """One forward pass with grad enabled: FLOPs, stages, depth and saved activations."""
     saved = _SavedActivations(model)
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         trace = _Trace(model, counter)
         try:
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
@@ -265,7 +302,8 @@ def _stage_rows(
     rows = [
         {"name": "stem", "output_shape": shapes[0], "params": trace.params[0], "flops": cuts[0]}
     ]
-    for i, (name, _) in enumerate(trace.stages):
+    names = _row_names([name for name, _ in trace.stages])
+    for i, name in enumerate(names):
         rows.append(
             {
                 "name": name,
