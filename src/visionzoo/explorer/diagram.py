@@ -572,7 +572,7 @@ def _capture_inputs(model: nn.Module, x: Tensor, wanted: set[str]) -> dict[str, 
             handles.append(m.register_forward_pre_hook(pre))
     try:
         with torch.no_grad():
-            model(x)
+            model.forward_head(model.forward_features(x))
     finally:
         for h in handles:
             h.remove()

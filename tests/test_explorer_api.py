@@ -1,0 +1,378 @@
+"""The explorer's HTTP API: every endpoint, bad uploads, unknown ids, path traversal."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from visionzoo.explorer.data import Explorer  # noqa: E402
+from visionzoo.explorer.server import MAX_UPLOAD_BYTES, create_app  # noqa: E402
+from visionzoo.registry import create_model, list_models  # noqa: E402
+
+runs_mod = pytest.importorskip("visionzoo.runs")
+pytest.importorskip("visionzoo.predict")
+
+CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+PRE = dict(image_size=32, in_channels=1, mean=[0.1307], std=[0.3081], resize=None, pad=2)
+
+
+def make_run(root, name, model_name, **kwargs):
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=10, in_channels=1, **kwargs)
+    metrics = [
+        dict(epoch=e, train_loss=1.0 / e, train_acc=0.8 + 0.01 * e, test_loss=1.1 / e,
+             test_acc=0.79 + 0.01 * e, lr=0.01, images_per_s=900.0, time_s=2.0)
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+    config = dict(
+        model=model_name,
+        model_kwargs=model.model_kwargs,
+        dataset="mnist",
+        class_names=CLASSES,
+        preprocess={**PRE, "data_size": 28},
+        recipe="test",
+        seed=0,
+        final_metrics=dict(test_acc=0.82),
+    )
+    return runs_mod.save_run(root / name, model, config, metrics)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("explorer")
+    runs = base / "runs"
+    make_run(runs, "lenet-mnist", "lenet5")
+    if "vit_tiny_patch16" in list_models():
+        make_run(runs, "vit/tiny", "vit_tiny_patch16", image_size=32, small_input=True)
+    (runs / "not-a-run").mkdir()
+    (runs / "not-a-run" / "config.json").write_text("{not json")
+    results = base / "results"
+    (results / "bench").mkdir(parents=True)
+    (results / "bench" / "cpu.json").write_text(
+        json.dumps(
+            {
+                "environment": {"device": "test CPU"},
+                "results": [{"model": "lenet5", "batch_size": 1, "latency_ms": 0.25}],
+            }
+        )
+    )
+    (results / "lab").mkdir()
+    (results / "lab" / "relu.json").write_text(
+        json.dumps({"claim": "ReLU trains faster", "models": ["lenet5"], "verdict": "holds"})
+    )
+    return runs, results
+
+
+@pytest.fixture(scope="module")
+def client(dirs, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VISIONZOO_CACHE", str(tmp_path_factory.mktemp("cache")))  # not the user's cache
+    app = create_app(*dirs)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+    mp.undo()
+
+
+def png(w=40, h=30, mode="RGB", colour="white") -> bytes:
+    buf = io.BytesIO()
+    img = Image.new(mode, (w, h), colour)
+    img.paste(Image.new(mode, (w // 2, h // 2), "black" if mode != "1" else 0), (w // 4, h // 4))
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def assert_error(r, status, words=""):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str)
+    assert "Traceback" not in body["error"] and 'File "' not in body["error"]
+    assert words.lower() in body["error"].lower()
+
+
+# --- page and static files ------------------------------------------------------------------
+
+
+def test_page_and_assets(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "static/app.js" in r.text and "window.VZ_STATIC = false" in r.text
+    js = client.get("/static/plotly.min.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert len(js.content) > 1_000_000  # the real plotly bundle, served from the package
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def test_models_overview(client):
+    data = client.get("/api/models").json()
+    rows = {m["name"]: m for m in data["models"]}
+    assert set(rows) == set(list_models())
+    years = [m["year"] for m in data["models"]]
+    assert years == sorted(years)
+    lenet = rows["lenet5"]
+    assert lenet["reference_params"] == 61_706 and lenet["family"] == "LeNet"
+    assert lenet["run_acc"] == {"test_acc": 0.82, "dataset": "mnist", "id": "lenet-mnist"}
+    assert lenet["bench"]["latency_ms"] == 0.25 and lenet["bench"]["device"] == "test CPU"
+    assert lenet["claims"] == ["relu"]
+    assert data["lab"][0]["title"] == "ReLU trains faster"
+    assert "LeNet" in data["families"]
+
+
+def test_model_card(client):
+    card = client.get("/api/models/lenet5").json()
+    assert card["name"] == "lenet5" and card["year"] == 1998
+    assert card["paper"].startswith("Gradient-Based Learning")
+    assert card["key_idea"] and card["notes"] and all(isinstance(n, str) for n in card["notes"])
+    assert card["module"] == "visionzoo.models.lenet"
+    assert [r["id"] for r in card["runs"]] == ["lenet-mnist"]
+    assert card["claims"][0]["verdict"] == "holds"
+
+
+def test_profile(client):
+    pytest.importorskip("visionzoo.bench.profile")
+    p = client.get("/api/models/lenet5/profile").json()
+    assert p["params"] == 61_706 and p["flops"] > 0 and p["depth"] > 0
+    assert p["stages"] and {"name", "output_shape", "params", "flops"} <= set(p["stages"][0])
+    # now cached, the overview carries it too
+    row = next(m for m in client.get("/api/models").json()["models"] if m["name"] == "lenet5")
+    assert row["profile"]["params"] == 61_706
+
+
+def test_diagram(client):
+    d = client.get("/api/models/lenet5/diagram").json()
+    assert d["svg"].startswith("<svg") and "Conv 5×5, 6" in d["svg"]
+    assert "Linear 84→10" in d["svg"] and {"kind", "label", "colour"} <= set(d["legend"][0])
+
+
+def test_source_comes_from_the_registry_module(client):
+    s = client.get("/api/models/lenet5/source").json()
+    assert (
+        s["module"] == "visionzoo.models.lenet" and "class LeNet5(ImageClassifier)" in s["source"]
+    )
+
+
+@pytest.mark.parametrize("suffix", ["", "/profile", "/diagram", "/source"])
+def test_unknown_model(client, suffix):
+    assert_error(client.get(f"/api/models/resnet5000{suffix}"), 404, "unknown model")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/models/..%2F..%2Fetc%2Fpasswd/source",
+        "/api/models/%2e%2e%2fregistry/source",
+        "/api/runs/..%2F..%2Fetc%2Fpasswd",
+        "/api/runs/%2e%2e",
+        "/api/runs/..",
+        "/api/runs/%2Fetc%2Fpasswd",
+        "/api/runs/vit%2Ftiny",
+        "/static/..%2Fserver.py",
+        "/static/../data.py",
+        "/api/runs/lenet-mnist%2F..%2F..%2Fconfig.json",
+    ],
+)
+def test_no_path_from_the_browser_is_opened(client, path):
+    r = client.get(path)
+    assert r.status_code == 404, (path, r.status_code)
+    assert "root:" not in r.text and "import " not in r.text
+
+
+def test_unknown_route_is_json(client):
+    assert_error(client.get("/api/nothing"), 404, "not found")
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+def test_runs_listing_and_detail(client, dirs):
+    runs = client.get("/api/runs").json()["runs"]
+    ids = {r["id"] for r in runs}
+    assert "lenet-mnist" in ids and "not-a-run" not in ids  # broken JSON is skipped
+    assert all("_path" not in r and str(dirs[0]) not in json.dumps(r) for r in runs)
+    run = client.get("/api/runs/lenet-mnist").json()
+    assert run["model"] == "lenet5" and run["class_names"] == CLASSES
+    assert [m["epoch"] for m in run["metrics"]] == [1, 2, 3]
+    assert run["config"]["preprocess"]["image_size"] == 32
+
+
+def test_unknown_run(client):
+    assert_error(client.get("/api/runs/nope"), 404, "unknown run")
+    r = client.post("/api/runs/nope/predict", files={"file": ("a.png", png(), "image/png")})
+    assert_error(r, 404, "unknown run")
+
+
+# --- predictions ----------------------------------------------------------------------------
+
+
+def test_predict_upload(client):
+    r = client.post("/api/runs/lenet-mnist/predict", files={"file": ("a.png", png(), "image/png")})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert len(j["predictions"]) == 5 and {p["label"] for p in j["predictions"]} <= set(CLASSES)
+    probs = [p["prob"] for p in j["predictions"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert j["input_shape"] == [1, 32, 32]
+    assert [s["name"] for s in j["stages"]] == ["c1", "s2", "c3", "s4", "c5"]
+    assert j["stages"][0]["shape"] == [6, 28, 28]
+    assert all(s["png"].startswith("data:image/png;base64,") for s in j["stages"])
+    assert j["explain"]["kind"] == "grad-cam" and j["explain"]["stage"] == "s4"
+    assert j["input_png"].startswith("data:image/png;base64,")
+
+
+def test_predict_raw_image_body_and_rgba(client):
+    r = client.post(
+        "/api/runs/lenet-mnist/predict",
+        content=png(64, 64, "RGBA", (0, 0, 0, 255)),
+        headers={"content-type": "image/png"},
+    )
+    assert r.status_code == 200, r.text and len(r.json()["predictions"]) == 5
+
+
+def test_attention_map_for_a_transformer(client):
+    if "vit_tiny_patch16" not in list_models():
+        pytest.skip("vit_tiny_patch16 is not registered")
+    r = client.post("/api/runs/vit-tiny/predict", files={"file": ("a.png", png(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["explain"]["kind"] == "attention"
+
+
+def test_malformed_uploads(client):
+    url = "/api/runs/lenet-mnist/predict"
+    assert_error(client.post(url, files={"file": ("a.png", b"not an image", "image/png")}), 400)
+    assert_error(client.post(url, files={"file": ("a.png", png()[:40], "image/png")}), 400)
+    assert_error(client.post(url, files={"file": ("a.png", b"", "image/png")}), 400, "empty")
+    other = {"image": ("a.png", png(), "image/png")}
+    assert_error(client.post(url, files=other), 400, "field 'file'")
+    assert_error(client.post(url, data={"file": "x"}), 415)  # a url-encoded form
+    assert_error(client.post(url, content=b"hello", headers={"content-type": "text/plain"}), 415)
+    broken = b"--XX\r\nContent-Disposition: form-data; name=file\r\n\r\nabc"  # never closed
+    r = client.post(
+        url, content=broken, headers={"content-type": "multipart/form-data; boundary=XX"}
+    )
+    assert r.status_code == 400, r.text
+
+
+def test_oversized_upload(client):
+    big = b"\x89PNG" + b"0" * (MAX_UPLOAD_BYTES + 1)
+    r = client.post("/api/runs/lenet-mnist/predict", files={"file": ("big.png", big, "image/png")})
+    assert_error(r, 413, "too large")
+    r = client.post(
+        "/api/runs/lenet-mnist/predict", content=big, headers={"content-type": "image/png"}
+    )
+    assert_error(r, 413, "too large")
+
+
+def test_decompression_bomb_is_refused_before_decoding(client):
+    bomb = io.BytesIO()
+    Image.new("1", (6_000, 6_000), 0).save(bomb, format="PNG")  # 36 MP in a few kB
+    assert len(bomb.getvalue()) < 100_000
+    r = client.post(
+        "/api/runs/lenet-mnist/predict", files={"file": ("bomb.png", bomb.getvalue(), "image/png")}
+    )
+    assert_error(r, 413, "too large")
+
+
+# --- diagrams of the structures the card must show ------------------------------------------
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+    def forward(self, x):
+        return x + self.dw(self.conv(x))
+
+
+class _Branches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.b1 = nn.Conv2d(8, 4, 1)
+        self.b2 = nn.Sequential(nn.Conv2d(8, 4, 1), nn.Conv2d(4, 4, 3, padding=1))
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x)], 1)
+
+
+class _Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.Sequential(_Residual(), _Residual(), _Branches())
+        self.fc = nn.Linear(8, 5)
+
+    def forward_features(self, x):
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, x):
+        return self.fc(x.mean((2, 3)))
+
+
+def test_diagram_shows_shortcuts_concatenation_branches_and_depthwise():
+    from visionzoo.explorer.diagram import model_diagram
+
+    d = model_diagram(_Toy(), torch.randn(1, 3, 16, 16))
+    assert d["traced"]
+    assert "Conv 3×3, 8 /2 · BN · ReLU" in d["svg"]  # norm and activation folded in
+    assert "_Residual ×2" in d["svg"]  # repeated blocks collapse
+    blocks = {b["name"]: b["svg"] for b in d["blocks"]}
+    assert 'class="n add"' in blocks["_Residual"] and "skip" in blocks["_Residual"]
+    assert "DW Conv 3×3, 8" in blocks["_Residual"]
+    assert 'class="n concat"' in blocks["_Branches"] and blocks["_Branches"].count("Conv 1×1") == 2
+
+
+def test_diagram_shows_vit_patch_tokens():
+    if "vit_tiny_patch16" not in list_models():
+        pytest.skip("vit_tiny_patch16 is not registered")
+    from visionzoo.explorer.diagram import model_diagram
+
+    model = create_model("vit_tiny_patch16", image_size=32, small_input=True).eval()
+    d = model_diagram(model, torch.randn(1, 3, 32, 32))
+    assert "patches →" in d["svg"] and "cls_token (learned)" in d["svg"]
+    assert "EncoderBlock ×12" in d["svg"]
+    assert any(b["name"] == "EncoderBlock" and "skip" in b["svg"] for b in d["blocks"])
+
+
+# --- export and command line ----------------------------------------------------------------
+
+
+def test_static_export(dirs, tmp_path, monkeypatch):
+    from visionzoo.explorer.export import export_site
+
+    monkeypatch.setenv("VISIONZOO_CACHE", str(tmp_path / "cache"))
+    out = export_site(tmp_path / "site", Explorer(*dirs), models=["lenet5"], log=lambda s: None)
+    assert "window.VZ_STATIC = true" in (out / "index.html").read_text()
+    assert (out / "static" / "plotly.min.js").stat().st_size > 1_000_000
+    models = json.loads((out / "api" / "models.json").read_text())
+    assert [m["name"] for m in models["models"]] == ["lenet5"]
+    card = json.loads((out / "api" / "models" / "lenet5.json").read_text())
+    assert card["name"] == "lenet5"
+    assert json.loads((out / "api" / "models" / "lenet5" / "diagram.json").read_text())["svg"]
+    runs = json.loads((out / "api" / "runs.json").read_text())
+    assert runs["live"] is False and "lenet-mnist" in {r["id"] for r in runs["runs"]}
+    assert (out / "api" / "runs" / "lenet-mnist.json").is_file()
+
+
+def test_explore_command(dirs, tmp_path, monkeypatch, capsys):
+    from visionzoo.cli import main
+
+    monkeypatch.setenv("VISIONZOO_CACHE", str(tmp_path / "cache"))
+    runs, results = dirs
+    argv = ["explore", "--runs", str(runs), "--results", str(results)]
+    assert main([*argv, "--export", str(tmp_path / "s"), "--models", "lenet5_paper"]) == 0
+    assert (tmp_path / "s" / "api" / "models" / "lenet5_paper.json").is_file()
+    assert main([*argv, "--port", "70000"]) == 2
+    assert "not a TCP port" in capsys.readouterr().err
