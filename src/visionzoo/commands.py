@@ -1,0 +1,246 @@
+"""The spine's commands: list, data, train, eval, predict."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from visionzoo.errors import UserError
+
+console = Console()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list registered models")
+    p.add_argument("pattern", nargs="*", default=["*"], help="fnmatch patterns, e.g. 'resnet*'")
+    p.add_argument("--family", help="only this family")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("data", help="check (or download) a dataset and describe it")
+    p.add_argument("dataset", help="fashion-mnist, mnist, cifar10, synthetic or imagefolder:PATH")
+    p.add_argument("--data-dir", help="folder to look in (and download to)")
+    p.add_argument("--download", action="store_true", help="fetch missing files (checksummed)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a model into a run folder")
+    p.add_argument("model", nargs="?", help="registered model name (omit with --resume)")
+    add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run: top-1, top-5, per-class, confusion matrix")
+    p.add_argument("run", type=Path)
+    p.add_argument("--dataset", help="evaluate on another dataset with the same classes")
+    p.add_argument("--data-dir")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify your own images with a trained run")
+    p.add_argument("run", type=Path)
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    from visionzoo.engine.config import TrainConfig
+
+    defaults = TrainConfig()
+    p.add_argument("--dataset", help=f"dataset (default {defaults.dataset})")
+    p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--recipe", help="named recipe: demo, small-cnn, resnet-cifar, vit-small-data, ..."
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument(
+        "--model-kwargs", type=json.loads, metavar="JSON", help="e.g. '{\"dropout\": 0.2}'"
+    )
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("model", "dataset", "recipe", "model_kwargs"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool) or f.type in ("bool", "bool | None"):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(
+                str(f.type), str
+            )
+            p.add_argument(flag, dest=f.name, type=kind, default=None, help=f"default {default}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from visionzoo.registry import get_model_info, list_models
+
+    names = list_models(args.pattern, family=args.family)
+    infos = [get_model_info(n) for n in names]
+    if args.json:
+        print(json.dumps([_info_dict(i) for i in infos], indent=1))
+        return 0
+    table = Table(title=f"{len(names)} models")
+    for col in ("model", "family", "year", "params", "input", "paper"):
+        table.add_column(col, justify="right" if col in ("params", "year") else "left")
+    for i in infos:
+        params = f"{i.reference_params:,}" if i.reference_params else "-"
+        table.add_row(
+            i.name, i.family, str(i.year), params, f"{i.in_channels}x{i.image_size}", i.paper[:60]
+        )
+    console.print(table)
+    return 0
+
+
+def _info_dict(i) -> dict[str, Any]:
+    return {
+        "name": i.name, "family": i.family, "year": i.year, "paper": i.paper, "url": i.paper_url,
+        "params": i.reference_params, "params_source": i.params_source, "image_size": i.image_size,
+        "in_channels": i.in_channels, "small_input": i.small_input, "key_idea": i.key_idea,
+    }  # fmt: skip
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from visionzoo.data import load_dataset
+
+    train = load_dataset(args.dataset, "train", args.data_dir, args.download)
+    test = load_dataset(args.dataset, "test", args.data_dir, args.download)
+    s = train.spec
+    console.print(
+        f"{s.name}: {len(train):,} train / {len(test):,} test images, {s.channels}x{s.size}x{s.size}, "
+        f"{s.num_classes} classes ({', '.join(s.classes[:10])}{'...' if s.num_classes > 10 else ''})"
+    )
+    if s.train_size and len(train) != s.train_size and s.format == "idx":
+        console.print(
+            f"note: the official training set has {s.train_size:,} images; this is a subset"
+        )
+    return 0
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from visionzoo.engine.config import TrainConfig
+    from visionzoo.engine.recipes import resolve_recipe
+
+    values: dict[str, Any] = resolve_recipe(args.recipe)
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None and f.name not in ("model", "recipe"):
+            values[f.name] = v
+    if args.model_kwargs:
+        values["model_kwargs"] = args.model_kwargs
+    values["model"] = args.model
+    values["dataset"] = args.dataset or TrainConfig.dataset
+    return TrainConfig.from_dict(values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from visionzoo.engine.fit import fit, resume_config
+    from visionzoo.registry import get_model_info
+
+    if args.resume:
+        if args.model or args.recipe or args.out:
+            raise UserError(
+                "--resume continues a run as it was configured: give no model, --recipe or --out"
+            )
+        cfg = resume_config(args.resume)
+        out, resume = args.resume, True
+    else:
+        if not args.model:
+            raise UserError("name a model to train (see `visionzoo list`), or --resume RUN_DIR")
+        get_model_info(args.model)  # unknown names fail here, with suggestions
+        cfg = train_config_from_args(args)
+        out = (
+            args.out
+            or Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
+        )
+        resume = False
+    metrics = fit(cfg, out, overwrite=args.overwrite, resume=resume, quiet=args.quiet)
+    from visionzoo.engine import distributed as dist
+
+    if dist.rank() == 0:
+        console.print(
+            f"[bold]test accuracy {metrics['test_acc']:.2%}[/bold] (top-5 {metrics['test_top5']:.2%}) "
+            f"after {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training; "
+            f"run saved in {out}"
+        )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from visionzoo.data import DeviceLoader, load_dataset
+    from visionzoo.data.loader import Preprocess
+    from visionzoo.engine.train import evaluate
+    from visionzoo.runs import load_run
+
+    run = load_run(args.run)
+    name = args.dataset or run.config.get("dataset")
+    data = load_dataset(name, "test", args.data_dir)
+    if list(data.spec.classes) != run.class_names:
+        raise UserError(
+            f"{name} has other classes than the run ({data.spec.num_classes} vs {len(run.class_names)})"
+        )
+    pre = Preprocess.from_dict(run.config["preprocess"])
+    if data.spec.size != (pre.data_size or data.spec.size) or data.spec.channels != pre.in_channels:
+        raise UserError(
+            f"{name} images are {data.spec.channels}x{data.spec.size}px; the run expects {pre.in_channels}x{pre.data_size}px"
+        )
+    loader = DeviceLoader(data, args.batch_size, pre)
+    result = evaluate(run.model, loader, data.spec.num_classes)
+    result["dataset"], result["run"] = name, str(args.run)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    console.print(
+        f"{args.run} on {name} test ({result['n']:,} images): top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%}, loss {result['loss']:.4f}"
+    )
+    table = Table(title="per-class accuracy and confusion matrix (rows: true, columns: predicted)")
+    table.add_column("class")
+    table.add_column("acc", justify="right")
+    for j in range(len(run.class_names)):
+        table.add_column(str(j), justify="right")
+    for i, cls in enumerate(run.class_names):
+        table.add_row(
+            f"{i} {cls}", f"{result['per_class'][i]:.1%}", *(str(v) for v in result["confusion"][i])
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from visionzoo.predict import predict, preprocess, read_image
+    from visionzoo.runs import load_run
+
+    run = load_run(args.run)
+    if args.topk < 1:
+        raise UserError("--topk must be >= 1")
+    batch = torch.cat([preprocess(read_image(p), run.config) for p in args.images])
+    results = predict(run, batch, args.topk)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {"image": str(p), "top": [{"class": c, "prob": v} for c, v in r]}
+                    for p, r in zip(args.images, results)
+                ]
+            )
+        )
+        return 0
+    for path, top in zip(args.images, results):
+        console.print(f"[bold]{path}[/bold]")
+        for cls, prob in top:
+            console.print(f"  {prob:7.2%}  {cls}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)

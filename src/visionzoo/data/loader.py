@@ -1,0 +1,170 @@
+"""Batches from an in-memory dataset, prepared on the device.
+
+`Preprocess` is the one description of how raw pixels become model input, shared by
+training, evaluation and `predict` (it is saved in each run's config.json): optional
+resize, background padding (LeNet-5's 28 -> 32), scaling to [0, 1] and normalization.
+`DeviceLoader` cuts a seeded permutation into batches, shards it across ranks, and applies
+the augmentations of `visionzoo.data.augment` to each batch as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from visionzoo.data.augment import (
+    AugmentConfig,
+    mix_batch,
+    random_crop,
+    random_erasing,
+    random_hflip,
+)
+from visionzoo.data.datasets import InMemoryDataset
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    in_channels: int
+    image_size: int  # side of the model's input
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: int | None = None  # resize raw images to this side first (None: keep)
+    pad: int = 0  # background pixels added on every side after resizing
+    data_size: int | None = None  # side of the training images (predict fits photos to it)
+
+    @classmethod
+    def for_model(cls, spec, min_size: int, image_size: int | None = None) -> Preprocess:
+        """Fit a dataset's images to a model: pad small gaps (<= 4 px a side), else resize."""
+        target = image_size or max(spec.size, min_size)
+        base = dict(in_channels=spec.channels, image_size=target, mean=spec.mean, std=spec.std)
+        if target == spec.size:
+            return cls(**base, data_size=spec.size)
+        gap = target - spec.size
+        if 0 < gap <= 8 and gap % 2 == 0 and image_size is None:
+            return cls(**base, pad=gap // 2, data_size=spec.size)
+        return cls(**base, resize=target, data_size=spec.size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(
+            in_channels=int(d["in_channels"]),
+            image_size=int(d["image_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            resize=d.get("resize"),
+            pad=int(d.get("pad", 0)),
+            data_size=d.get("data_size"),
+        )
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        """uint8 (B, C, h, w) -> float (B, C, H, W) in [0, 1], resized and padded."""
+        x = x.float().div_(255)
+        if self.resize and tuple(x.shape[-2:]) != (self.resize, self.resize):
+            x = F.interpolate(
+                x,
+                size=(self.resize, self.resize),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+        return x
+
+    def normalize(self, x: Tensor) -> Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.normalize(self.to_unit(x))
+
+
+class DeviceLoader:
+    """Seeded, resumable, shardable batches of an in-memory dataset."""
+
+    def __init__(
+        self,
+        data: InMemoryDataset,
+        batch_size: int,
+        preprocess: Preprocess,
+        device: torch.device | str = "cpu",
+        shuffle: bool = False,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        shard_pad: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.num_classes = data.spec.num_classes
+        self.batch_size, self.preprocess, self.shuffle = batch_size, preprocess, shuffle
+        self.augment, self.seed, self.drop_last = augment, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        # Training shards are padded to equal length (every rank takes the same number of
+        # steps); evaluation shards are not, so every test image is counted exactly once.
+        self.shard_pad = shard_pad
+
+    def _order(self, epoch: int) -> Tensor:
+        n = len(self.labels)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            if self.shard_pad:
+                total = self._per_rank() * self.world_size
+                order = torch.cat([order, order[: total - n]]) if total > n else order[:total]
+            order = order[self.rank :: self.world_size]
+        return order.to(self.device)
+
+    def _per_rank(self) -> int:
+        n, w = len(self.labels), self.world_size
+        if w == 1:
+            return n
+        if not self.shard_pad:
+            return len(range(self.rank, n, w))
+        return n // w if self.drop_last else -(-n // w)
+
+    def __len__(self) -> int:
+        per_rank = self._per_rank()
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of one epoch, from batch index `start` on (for exact resume)."""
+        order = self._order(epoch)
+        for i in range(start, len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.prepare(self.images[idx], self.labels[idx], step_seed=(epoch, i))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.epoch(0)
+
+    def prepare(self, raw: Tensor, y: Tensor, step_seed: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        x = self.preprocess.to_unit(raw)
+        aug = self.augment
+        if aug is None:
+            return self.preprocess.normalize(x), y
+        g = torch.Generator(device=self.device)
+        g.manual_seed(hash((self.seed, self.rank, *step_seed)) & 0x7FFF_FFFF_FFFF)
+        if aug.crop_padding:
+            x = random_crop(x, aug.crop_padding, g)
+        if aug.hflip:
+            x = random_hflip(x, g)
+        x = self.preprocess.normalize(x)
+        if aug.random_erasing > 0:
+            x = random_erasing(x, aug.random_erasing, g)
+        if aug.mixes:
+            x, y = mix_batch(x, y, self.num_classes, aug, g)
+        return x, y

@@ -1,0 +1,123 @@
+"""Where dataset files are found, and how they are downloaded for users who are online.
+
+Lookup order: `--data-dir`, `$VISIONZOO_DATA`, `~/.cache/visionzoo`, then system folders
+(Debian's `dataset-fashion-mnist` puts the official files in /usr/share/datasets). Each
+folder is searched as `<dir>/<dataset>/` and `<dir>/` itself. Downloads go to the first
+writable folder, are checked against the published MD5 and renamed into place only then.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+from visionzoo.data.catalogue import DatasetSpec, RemoteFile
+from visionzoo.data.idx import DatasetError
+
+
+def search_dirs(spec: DatasetSpec, data_dir: str | Path | None = None) -> list[Path]:
+    roots: list[Path] = []
+    if data_dir:
+        roots.append(Path(data_dir).expanduser())
+    if os.environ.get("VISIONZOO_DATA"):
+        roots.append(Path(os.environ["VISIONZOO_DATA"]).expanduser())
+    roots.append(default_cache())
+    dirs = [d for r in roots for d in (r / spec.name, r)]
+    dirs += [Path(d) for d in spec.system_dirs]
+    return list(dict.fromkeys(dirs))
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "visionzoo"
+
+
+def find_file(name: str, dirs: Iterable[Path]) -> Path | None:
+    """The first existing copy of `name` (also accepted without its .gz suffix)."""
+    candidates = [name, name.removesuffix(".gz")] if name.endswith(".gz") else [name]
+    for d in dirs:
+        for c in candidates:
+            if (d / c).is_file():
+                return d / c
+    return None
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def is_official(path: Path, remote: RemoteFile) -> bool:
+    """True when the file is the published one, compressed or not (repackaged copies too)."""
+    raw = path.read_bytes()
+    if md5_of(raw) == remote.md5:
+        return True
+    if remote.payload_md5 is None:
+        return False
+    try:
+        payload = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError):
+        return False
+    return md5_of(payload) == remote.payload_md5
+
+
+def download(spec: DatasetSpec, dest: Path, files: Iterable[RemoteFile]) -> list[Path]:
+    """Fetch files from the spec's mirrors into `dest`, checking each MD5 before keeping it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for remote in files:
+        target = dest / remote.name
+        if target.is_file() and is_official(target, remote):
+            out.append(target)
+            continue
+        errors = []
+        for mirror in spec.mirrors:
+            url = mirror + remote.name
+            try:
+                data = fetch(url)
+            except OSError as err:
+                errors.append(f"{url}: {err}")
+                continue
+            if md5_of(data) != remote.md5:
+                errors.append(f"{url}: MD5 {md5_of(data)} != published {remote.md5}")
+                continue
+            atomic_write_bytes(target, data)
+            out.append(target)
+            break
+        else:
+            raise DatasetError(f"could not download {remote.name}: " + "; ".join(errors))
+    return out
+
+
+def fetch(url: str, timeout: float = 60.0) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "visionzoo"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s)/file
+        return response.read()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def how_to_get(spec: DatasetSpec, dirs: list[Path]) -> str:
+    where = ", ".join(str(d) for d in dirs[:3])
+    hint = f"looked in {where} and {len(dirs) - 3} more" if len(dirs) > 3 else f"looked in {where}"
+    if spec.name == "fashion-mnist":
+        how = "on Debian: apt-get install dataset-fashion-mnist; or: visionzoo data fashion-mnist --download"
+    else:
+        how = f"visionzoo data {spec.name} --download (needs the network), or --data-dir DIR"
+    return f"{spec.name} files not found ({hint}); {how}"

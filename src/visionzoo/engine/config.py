@@ -1,0 +1,142 @@
+"""TrainConfig: every knob of a training run, with the reason for each default."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from visionzoo.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    # What to train on what.
+    model: str = "lenet5"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = (
+        None  # extra folder to look for dataset files (else $VISIONZOO_DATA, caches, /usr/share/datasets)
+    )
+    download: bool = False  # fetch missing dataset files from the official mirrors (checksummed)
+    image_size: int | None = (
+        None  # model input side; None: the dataset's, padded/resized to the model's minimum
+    )
+    small_input: bool | None = (
+        None  # None: on when the dataset's images are under 64 px and the model has the mode
+    )
+    model_kwargs: dict[str, Any] = field(
+        default_factory=dict
+    )  # extra builder arguments (e.g. dropout)
+    train_subset: int | None = None  # use only the first N (class-balanced, seeded) training images
+    # Optimisation.
+    epochs: int = 10
+    batch_size: int = 128  # global batch; divided across ranks under torchrun
+    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov) or "adamw"
+    lr: float = 0.05  # peak learning rate, reached after warm-up
+    momentum: float = 0.9  # SGD momentum (He et al. 2015 and most CNN papers)
+    nesterov: bool = True  # Nesterov momentum: a free small gain for SGD
+    weight_decay: float = (
+        5e-4  # L2 for SGD / decoupled for AdamW; 5e-4 suits small CNNs on small data
+    )
+    no_decay_norm_bias: bool = (
+        True  # no weight decay on norm weights and biases (standard modern practice)
+    )
+    schedule: str = "cosine"  # "cosine" (to 0), "step" (x0.1 at 50% and 75%), or "constant"
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+    label_smoothing: float = 0.0  # Szegedy et al. 2016; 0.1 is the usual value
+    grad_clip: float = 0.0  # clip the global gradient norm to this (0: off)
+    agc: float = (
+        0.0  # adaptive gradient clipping factor lambda (Brock et al. 2021; 0.01 for NFNets, 0: off)
+    )
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
+    ema_decay: float = 0.0  # exponential moving average of the weights (0: off; 0.999 typical)
+    # Augmentation (on the device, batched). None: the dataset catalogue's default.
+    augment: bool = True  # master switch for the training augmentations below
+    crop_padding: int | None = (
+        None  # random crop after padding (catalogue default: 2 for 28 px, 4 for CIFAR)
+    )
+    hflip: bool | None = (
+        None  # random horizontal flip (catalogue: on for clothes/objects, off for digits)
+    )
+    random_erasing: float = 0.0  # probability of erasing a rectangle per image
+    mixup: float = 0.0  # mixup alpha (0: off)
+    cutmix: float = 0.0  # cutmix alpha (0: off)
+    # Speed.
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    precision: str = (
+        "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 uses a gradient scaler, CUDA only)
+    )
+    channels_last: bool = False  # NHWC memory layout: faster convolutions on most hardware
+    compile: bool = False  # torch.compile; falls back to eager with a message if it fails
+    threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
+    eval_batch_size: int = 1000  # evaluation is cheap per image; large batches amortise overhead
+    # Transfer learning.
+    init: str | None = None  # RUN_DIR, "torchvision:NAME" or "timm:NAME": start from these weights
+    freeze_epochs: int = 0  # train only the new head for this many epochs, then everything
+    layer_decay: float = (
+        1.0  # lr multiplier per stage going down from the head (0.7: earlier layers learn slower)
+    )
+    # Bookkeeping.
+    seed: int = 0
+    checkpoint_every: int = (
+        0  # also save the training state every N optimizer steps (0: at epoch ends only)
+    )
+    log_every: int = 20  # progress-bar refresh, in steps
+    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
+    recipe: str | None = None  # the named recipe these values started from
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown training options: {', '.join(unknown)}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (
+                self.optimizer in ("sgd", "adamw"),
+                f"--optimizer must be sgd or adamw, got {self.optimizer!r}",
+            ),
+            (
+                self.schedule in ("cosine", "step", "constant"),
+                f"--schedule must be cosine, step or constant, got {self.schedule!r}",
+            ),
+            (
+                self.precision in ("fp32", "bf16", "fp16"),
+                f"--precision must be fp32, bf16 or fp16, got {self.precision!r}",
+            ),
+            (self.accumulate >= 1, f"--accumulate must be >= 1, got {self.accumulate}"),
+            (
+                0 <= self.label_smoothing < 1,
+                f"--label-smoothing must be in [0, 1), got {self.label_smoothing}",
+            ),
+            (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
+            (
+                self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
+                f"--freeze-epochs ({self.freeze_epochs}) must be less than --epochs ({self.epochs})",
+            ),
+            (
+                not (self.freeze_epochs and not self.init),
+                "--freeze-epochs needs --init (there is no pre-trained body to freeze)",
+            ),
+            (
+                not (self.grad_clip and self.agc),
+                "--grad-clip and --agc are two ways to clip: choose one",
+            ),
+            (0 < self.layer_decay <= 1, f"--layer-decay must be in (0, 1], got {self.layer_decay}"),
+            (
+                self.batch_size % self.accumulate == 0,
+                f"--batch-size {self.batch_size} is not divisible by --accumulate {self.accumulate}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)

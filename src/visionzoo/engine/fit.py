@@ -1,0 +1,276 @@
+"""`fit`: set a run up from a TrainConfig, train it, evaluate it, save it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from visionzoo import __version__
+from visionzoo.data import DeviceLoader, get_spec, load_dataset
+from visionzoo.data.loader import Preprocess
+from visionzoo.engine import distributed as dist
+from visionzoo.engine.config import TrainConfig
+from visionzoo.engine.optim import build_optimizer, build_scheduler
+from visionzoo.engine.progress import TrainProgress
+from visionzoo.engine.train import (
+    TrainState,
+    augment_config,
+    balanced_subset,
+    build_model_for,
+    evaluate,
+    git_commit,
+    load_checkpoint,
+    make_autocast,
+    pick_device,
+    save_checkpoint,
+    train_one_epoch,
+)
+from visionzoo.engine.transfer import count_trainable, initialise, set_body_trainable
+from visionzoo.errors import UserError
+from visionzoo.runs import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    WEIGHTS,
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    prepare_out_dir,
+    read_config,
+    save_weights,
+)
+
+
+def run_config(cfg: TrainConfig, spec, pre: Preprocess, model, status: str) -> dict[str, Any]:
+    return {
+        "model": cfg.model,
+        "model_kwargs": dict(model.model_kwargs),
+        "dataset": cfg.dataset,
+        "class_names": list(spec.classes),
+        "num_classes": spec.num_classes,
+        "preprocess": pre.to_dict(),
+        "recipe": cfg.to_dict(),
+        "seed": cfg.seed,
+        "visionzoo_version": __version__,
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+        "world_size": dist.world_size(),
+        "status": status,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def fit(
+    cfg: TrainConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    resume: bool = False,
+    console: Console | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train `cfg.model` on `cfg.dataset` into the run folder `out`; returns the final metrics."""
+    cfg.validate()
+    out = Path(out)
+    device = dist.setup(pick_device(cfg.device))
+    main = dist.is_main()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if main and not resume:
+        prepare_out_dir(out, overwrite)
+    dist.barrier()
+    progress = TrainProgress(console, enabled=main and not quiet, every=cfg.log_every)
+
+    # Data: in memory, batches prepared on the device.
+    spec = get_spec(cfg.dataset)
+    train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download)
+    test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download)
+    if cfg.train_subset:
+        train_data = balanced_subset(train_data, cfg.train_subset, cfg.seed)
+    spec = train_data.spec
+
+    torch.manual_seed(cfg.seed)
+    model, pre = build_model_for(cfg, spec)
+    head_keys: list[str] = []
+    if cfg.init and not resume:
+        head_keys = initialise(model, cfg.init)
+        progress.log(f"initialised from {cfg.init}; new head: {len(head_keys)} tensors")
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
+    train_loader = DeviceLoader(
+        train_data, cfg.batch_size // world, pre, device, shuffle=True,
+        augment=augment_config(cfg, spec), seed=cfg.seed, rank=dist.rank(), world_size=world,
+    )  # fmt: skip
+    test_loader = DeviceLoader(
+        test_data,
+        cfg.eval_batch_size,
+        pre,
+        device,
+        rank=dist.rank(),
+        world_size=world,
+        shard_pad=False,
+    )
+
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    ema = None
+    if cfg.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+        )
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    state = TrainState(model, optimizer, scheduler, ema, scaler)
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        load_checkpoint(ckpt_path, state, cfg)
+        if main:  # metrics.jsonl holds exactly the epochs the checkpoint has seen
+            atomic_write_text(out / METRICS, "".join(_json_line(r) for r in state.history))
+        progress.log(
+            f"resuming {out} at epoch {state.epoch + 1}, batch {state.batch} (step {state.step})"
+        )
+    autocast = make_autocast(cfg.precision, device)
+    train_model = dist.wrap(model, device)
+    train_model = _maybe_compile(train_model, cfg, progress, next(test_loader.epoch(0))[0][:2])
+    state.model = train_model
+
+    if main:
+        atomic_write_json(out / CONFIG, run_config(cfg, spec, pre, model, "running"))
+    params = sum(p.numel() for p in model.parameters())
+    progress.log(
+        f"training {cfg.model} ({params:,} parameters) on {spec.name}: {len(train_data):,} train / "
+        f"{len(test_data):,} test images, input {pre.in_channels}x{pre.image_size}x{pre.image_size}, "
+        f"{cfg.epochs} epochs, batch {cfg.batch_size}, device {device}"
+        + (f", {world} processes" if world > 1 else "")
+    )
+
+    train_seconds = sum(r.get("time_s", 0.0) for r in state.history)
+    last: dict[str, Any] = state.history[-1] if state.history else {}
+    with progress:
+        while state.epoch < cfg.epochs:
+            frozen = bool(cfg.freeze_epochs) and state.epoch < cfg.freeze_epochs
+            if cfg.init:
+                set_body_trainable(model, not frozen, head_keys)
+            progress.start_epoch(state.epoch, cfg.epochs, len(train_loader), state.batch)
+            seen0 = state.sums["seen"]
+            t0 = time.perf_counter()
+
+            def on_step(s: TrainState, loss: float) -> None:
+                progress.step(
+                    s.batch,
+                    s.sums["seen"] - seen0,
+                    s.sums["loss"],
+                    s.sums["correct"],
+                    s.sums["seen"],
+                )
+
+            train_metrics = train_one_epoch(
+                state, train_loader, cfg, on_step=on_step,
+                save_checkpoint=lambda s: save_checkpoint(ckpt_path, s, cfg), autocast=autocast,
+            )  # fmt: skip
+            elapsed = time.perf_counter() - t0
+            train_seconds += elapsed
+            test = evaluate(model, test_loader, spec.num_classes, autocast, cfg.channels_last)
+            record = {
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                **train_metrics,
+                "test_loss": test["loss"],
+                "test_acc": test["top1"],
+                "test_top5": test["top5"],
+                "lr": state.optimizer.param_groups[0]["lr"],
+                "images_per_s": (state.sums["seen"] - seen0) * world / max(elapsed, 1e-9),
+                "time_s": elapsed,
+                "train_seconds": train_seconds,
+                "trainable_params": count_trainable(model),
+            }
+            if ema is not None:
+                ema_test = evaluate(
+                    ema.module, test_loader, spec.num_classes, autocast, cfg.channels_last
+                )
+                record.update(ema_test_loss=ema_test["loss"], ema_test_acc=ema_test["top1"])
+            state.history.append(record)
+            state.epoch, state.batch = state.epoch + 1, 0
+            state.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+            if main:
+                save_checkpoint(ckpt_path, state, cfg)
+                append_jsonl(out / METRICS, record)
+                save_weights(out / WEIGHTS, ema.module if ema is not None else model)
+            last = record
+            progress.log(
+                f"epoch {record['epoch']:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
+                f"acc {record['train_acc']:.2%}  test loss {record['test_loss']:.4f} "
+                f"acc {record['test_acc']:.2%}"
+                + (f"  ema acc {record['ema_test_acc']:.2%}" if "ema_test_acc" in record else "")
+                + f"  {record['images_per_s']:,.0f} img/s  {elapsed:.1f}s"
+            )
+
+    final_model = ema.module if ema is not None else model
+    final = evaluate(final_model, test_loader, spec.num_classes, autocast, cfg.channels_last)
+    final_metrics = {
+        "test_acc": final["top1"],
+        "test_top5": final["top5"],
+        "test_loss": final["loss"],
+        "train_acc": last.get("train_acc"),
+        "train_loss": last.get("train_loss"),
+        "epochs": cfg.epochs,
+        "steps": state.step,
+        "train_seconds": train_seconds,
+        "weights": "ema" if ema is not None else "final",
+    }
+    if main:
+        save_weights(out / WEIGHTS, final_model)
+        if ema is not None:
+            save_weights(out / "model_raw.safetensors", model)
+        config = run_config(cfg, spec, pre, model, "done")
+        config["final_metrics"] = final_metrics
+        config["per_class_accuracy"] = dict(zip(spec.classes, final["per_class"]))
+        atomic_write_json(out / CONFIG, config)
+    dist.barrier()
+    dist.teardown()
+    return final_metrics
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(record) + "\n"
+
+
+def _maybe_compile(model, cfg: TrainConfig, progress: TrainProgress, sample):
+    """torch.compile with a trial forward; any failure falls back to eager with a message."""
+    if not cfg.compile:
+        return model
+    try:
+        compiled = torch.compile(model)
+        model.eval()
+        with torch.no_grad():
+            compiled(sample)
+        model.train()
+        return compiled
+    except Exception as err:  # noqa: BLE001 - any failure falls back to eager
+        model.train()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        progress.log(
+            f"torch.compile failed ({type(err).__name__}: {first}); training in eager mode"
+        )
+        return model
+
+
+def resume_config(run_dir: Path) -> TrainConfig:
+    """The TrainConfig saved in a run folder, for --resume."""
+    config = read_config(run_dir)
+    if "recipe" not in config:
+        raise UserError(f"{run_dir / CONFIG} has no recipe: it was not written by visionzoo train")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise UserError(f"{run_dir} holds no {CHECKPOINT}: nothing to resume")
+    return TrainConfig.from_dict(config["recipe"])
