@@ -1,0 +1,162 @@
+"""Export a model to ONNX or torch.export, run the file, and compare its logits.
+
+`export_model(model, "onnx", x)` writes the file, runs it with onnxruntime (ONNX) or by
+loading the saved ExportedProgram (torch.export), and returns the largest absolute logit
+difference from the eager model. ONNX is exported with the dynamo exporter (torch.export +
+onnxscript) with a dynamic batch dimension, falling back to the TorchScript exporter when
+that fails; the result says which one wrote the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FORMATS", "ExportResult", "export_model", "onnx_session", "to_onnx", "to_torch_export"]
+
+FORMATS = ("onnx", "torch-export")
+SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path | None
+    max_abs_diff: float | None
+    ok: bool
+    exporter: str = ""
+    error: str = ""
+
+    def line(self, name: str) -> str:
+        """One line for the terminal."""
+        if self.error:
+            return f"{name}: {self.format} export failed: {self.error}"
+        verdict = "ok" if self.ok else f"FAILED (> {TOLERANCE:g})"
+        return (
+            f"{name}: {self.format} -> {self.path} ({self.exporter}); "
+            f"max |logit diff| = {self.max_abs_diff:.2e} {verdict}"
+        )
+
+
+def _quiet() -> contextlib.ExitStack:
+    """The exporters print progress and warnings; keep the terminal to our one line."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
+def to_onnx(
+    model: nn.Module, x: Tensor, path: str | Path | None = None, exporter: str = "auto"
+) -> Path:
+    """Write `model` to ONNX with a dynamic batch dimension; returns the path.
+
+    `exporter`: "dynamo" (torch.export + onnxscript), "torchscript", or "auto" (dynamo,
+    then TorchScript if it fails). The exporter used is stored on the path as `.exporter`.
+    """
+    path = Path(path) if path else Path(tempfile.mkdtemp(prefix="visionzoo-")) / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    if x.shape[0] == 1:  # torch.export specializes a batch of 1; export with 2, run with any
+        x = x.expand(2, *x.shape[1:]).clone()
+    errors = []
+    for kind in ("dynamo", "torchscript") if exporter == "auto" else (exporter,):
+        try:
+            with _quiet():
+                if kind == "dynamo":
+                    batch = torch.export.Dim("batch", min=1, max=4096)
+                    torch.onnx.export(
+                        model,
+                        (x,),
+                        str(path),
+                        dynamo=True,
+                        input_names=["x"],
+                        output_names=["logits"],
+                        dynamic_shapes={"x": {0: batch}},
+                        verbose=False,
+                    )
+                else:
+                    torch.onnx.export(
+                        model,
+                        (x,),
+                        str(path),
+                        dynamo=False,
+                        input_names=["x"],
+                        output_names=["logits"],
+                        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+                    )
+            _EXPORTER[str(path)] = kind
+            return path
+        except Exception as err:  # noqa: BLE001 - try the next exporter, report all
+            errors.append(f"{kind}: {_first_line(err)}")
+    raise RuntimeError("; ".join(errors))
+
+
+_EXPORTER: dict[str, str] = {}
+
+
+def onnx_session(path: str | Path) -> Any:
+    """An onnxruntime CPU session using as many threads as torch does."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def to_torch_export(model: nn.Module, x: Tensor, path: str | Path | None = None) -> Path:
+    """Save `torch.export.export(model, (x,))` as a .pt2 file; returns the path."""
+    path = Path(path) if path else Path(tempfile.mkdtemp(prefix="visionzoo-")) / "model.pt2"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet():
+        program = torch.export.export(model.eval(), (x,))
+        torch.export.save(program, str(path))
+    return path
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    msg = next((line.strip() for line in text if line.strip()), "")
+    return f"{type(err).__name__}: {msg}"[:200]
+
+
+@torch.no_grad()
+def export_model(
+    model: nn.Module, fmt: str, x: Tensor, path: str | Path | None = None, exporter: str = "auto"
+) -> ExportResult:
+    """Export, run the exported file on `x`, compare with the eager logits."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use one of {FORMATS}")
+    model = model.eval()
+    expected = model(x).float()
+    try:
+        if fmt == "onnx":
+            written = to_onnx(model, x, path, exporter=exporter)
+            session = onnx_session(written)
+            got = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})[0]
+            got_t = torch.from_numpy(got)
+            used = _EXPORTER.get(str(written), exporter)
+        else:
+            written = to_torch_export(model, x, path)
+            with _quiet():
+                got_t = torch.export.load(str(written)).module()(x)
+            used = "torch.export"
+    except Exception as err:  # noqa: BLE001 - the caller prints one line per variant
+        if os.environ.get("VISIONZOO_DEBUG"):
+            raise
+        return ExportResult(fmt, None, None, False, exporter, error=_first_line(err))
+    diff = float((got_t.float() - expected).abs().max())
+    return ExportResult(fmt, written, diff, diff <= TOLERANCE, used)

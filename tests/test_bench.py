@@ -1,0 +1,294 @@
+"""bench: FLOP counting, profile_model, depth, the bench/info/export commands, the fast path."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from visionzoo import create_model, get_model_info, list_models
+from visionzoo.bench.export import export_model
+from visionzoo.bench.optimize import find_conv_bn_pairs, optimize
+from visionzoo.bench.profile import count_flops, profile_model
+from visionzoo.bench.reported import load_reported
+from visionzoo.cli import main
+
+REGISTERED = set(list_models())
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONZOO_CACHE", str(tmp_path / "cache"))
+
+
+def needs(*names):
+    missing = [n for n in names if n not in REGISTERED]
+    return pytest.mark.skipif(bool(missing), reason=f"not registered yet: {missing}")
+
+
+def test_conv_flops_match_the_formula():
+    conv = nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1, groups=1)
+    x = torch.randn(1, 3, 16, 16)
+    # output 8 x 8 x 8; each output: 3 * 3 * 3 multiply-adds; a multiply-add is 2 FLOPs
+    assert count_flops(conv, x) == 2 * (8 * 8 * 8) * (3 * 3 * 3)
+    grouped = nn.Conv2d(8, 8, kernel_size=3, padding=1, groups=8, bias=False)
+    assert count_flops(grouped, torch.randn(2, 8, 5, 5)) == 2 * 2 * (8 * 5 * 5) * (3 * 3)
+
+
+def test_linear_flops_match_the_formula():
+    assert count_flops(nn.Linear(120, 84), torch.randn(3, 120)) == 2 * 3 * 120 * 84
+
+
+def test_profile_lenet5_matches_the_reference():
+    p = profile_model("lenet5")
+    assert p["params"] == 61_706
+    assert p["macs"] == 416_520  # reference/small_data_results.md: 416,520 MACs at 32x32
+    assert p["flops"] == 2 * p["macs"]
+    assert p["image_size"] == 32 and p["in_channels"] == 1
+    assert p["weighted_layers"] == 5  # C1, C3, C5, F6, output
+    assert p["depth"] == 7 and p["depth_longest_path"] == 5  # the paper counts S2 and S4
+    for key in ("name", "family", "year", "activation_bytes", "stages"):
+        assert key in p
+    assert p["activation_bytes"] > 0
+    assert sum(s["params"] for s in p["stages"]) == p["params"]
+    assert sum(s["flops"] for s in p["stages"]) == p["flops"]
+    assert [s["name"] for s in p["stages"]] == ["c1", "s2", "c3", "s4", "c5", "head"]
+    assert p["stages"][0]["output_shape"] == [6, 28, 28]
+    assert p["stages"][0]["flops"] == 2 * 6 * 28 * 28 * 25
+
+
+def test_profile_is_cached_and_json_ready():
+    a = profile_model("lenet5", in_channels=3)
+    b = profile_model("lenet5", in_channels=3)
+    assert a == b and a is not b
+    assert a["in_channels"] == 3 and a["params"] == 61_706 + 2 * 6 * 25
+    json.dumps(a)
+
+
+# Depth as the paper counts it: the longest chain of weighted layers, input to logits.
+DEPTHS = {
+    "alexnet": 8,
+    "vgg11": 11,
+    "vgg16": 16,
+    "vgg19_bn": 19,
+    "googlenet": 22,
+    "inception_v3": 42,  # the paper's count; the longest conv path is 48
+    "resnet18": 18,
+    "resnet34": 34,
+    "resnet50": 50,
+    "resnet101": 101,
+    "plain34": 34,
+    "resnet20": 20,
+    "resnet56": 56,
+    "plain20": 20,
+    "densenet121": 121,
+    "densenet_bc_100": 100,
+    "mobilenet_v1": 28,
+    "mobilenet_v2": 53,
+    "convnext_tiny": 59,
+    "lenet5_paper": 7,
+}
+
+
+# Over ~5 s each on two busy cores: the slow marker.
+SLOW = {"densenet121", "inception_v3", "resnet101", "convnext_tiny", "resnet50", "vgg19_bn",
+        "densenet_bc_100", "resnet56", "vgg11", "vgg16"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(DEPTHS)]
+)
+def test_depth_as_the_paper_counts(name):
+    if name not in REGISTERED:
+        pytest.skip(f"{name} not registered yet")
+    info = get_model_info(name)
+    p = profile_model(name, image_size=max(info.min_image_size, 32))
+    assert p["depth"] == DEPTHS[name]
+
+
+@pytest.mark.slow
+@needs("vit_b_16")
+def test_transformer_reports_blocks():
+    p = profile_model("vit_b_16")
+    assert p["blocks"] == 12
+    assert p["depth"] == 50  # patch embedding + 12 x (qkv, proj, fc1, fc2) + head
+    assert abs(p["macs"] / 1e9 - 17.564) < 0.01  # torchvision's "GFLOPS" (= GMACs)
+
+
+@pytest.mark.slow
+@needs("resnet50")
+def test_resnet50_macs_equal_torchvision_published_figure():
+    assert round(profile_model("resnet50")["macs"] / 1e9, 3) == 4.089
+
+
+def test_bench_lenet5_writes_csv_and_json(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(["bench", "lenet5", "--batch-size", "1,2", "--repeats", "3", "--warmup", "1",
+                 "--train", "--optimize", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    (csv_path,) = out.glob("*.csv")
+    (json_path,) = out.glob("*.json")
+    rows = list(csv.DictReader(open(csv_path)))
+    assert {(r["impl"], r["mode"], r["batch_size"]) for r in rows} == {
+        (impl, mode, b)
+        for b in ("1", "2")
+        for impl, mode in (("visionzoo", "inference"), ("visionzoo-fast", "inference"),
+                           ("visionzoo", "train"))
+    }  # fmt: skip
+    for r in rows:
+        assert float(r["median_ms"]) > 0 and float(r["p95_ms"]) >= float(r["median_ms"])
+        assert float(r["throughput_img_s"]) > 0
+    data = json.loads(json_path.read_text())
+    env = data["environment"]
+    for key in ("cpu", "torch_threads", "torch", "dtype", "layout", "git_commit"):
+        assert key in env
+    assert len(data["results"]) == len(rows)
+    assert "wrote" in capsys.readouterr().out
+
+
+@needs("resnet18")
+def test_bench_compare_ports_the_same_weights(tmp_path):
+    code = main(["bench", "resnet18", "--image-size", "32", "--batch-size", "1",
+                 "--repeats", "2", "--warmup", "1", "--compare", "torchvision",
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader(open(next(tmp_path.glob("*.csv")))))
+    assert [r["impl"] for r in rows] == ["visionzoo", "torchvision"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "no_such_model"],
+        ["bench", "lenet*", "--dtype", "fp8"],
+        ["bench", "lenet5", "--dtype", "fp16"],  # half precision on CPU
+        ["bench", "lenet5", "--batch-size", "one"],
+        ["bench", "zzz*"],
+        ["info", "no_such_model"],
+        ["info", "lenet5", "--small-input"],
+        ["info", "lenet5", "--image-size", "8"],
+        ["export", "lenet5", "--format", "tflite"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("visionzoo: error:") and "\n" not in err
+
+
+def test_info_prints_the_card(capsys):
+    assert main(["info", "lenet5"]) == 0
+    out = capsys.readouterr().out
+    assert "61,706" in out and "416.520 KMACs" in out and "Key idea" in out
+    assert main(["info", "lenet5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["macs"] == 416_520 and data["reported"]["params"] == 61_706
+
+
+def _export_ok(model, fmt, x, tmp_path, exporter="torchscript"):
+    suffix = ".onnx" if fmt == "onnx" else ".pt2"
+    result = export_model(model, fmt, x, tmp_path / f"m{suffix}", exporter=exporter)
+    assert result.error == "", result.error
+    assert result.ok and result.max_abs_diff <= 1e-4
+    return result
+
+
+def test_onnx_round_trip_lenet5(tmp_path):
+    torch.manual_seed(0)
+    _export_ok(create_model("lenet5").eval(), "onnx", torch.randn(2, 1, 32, 32), tmp_path)
+
+
+def test_torch_export_round_trip_lenet5(tmp_path):
+    torch.manual_seed(0)
+    _export_ok(create_model("lenet5").eval(), "torch-export", torch.randn(2, 1, 32, 32), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["resnet18", "mobilenet_v2"]
+    + [pytest.param(n, marks=pytest.mark.slow) for n in ("convnext_tiny", "densenet121")],
+)
+def test_onnx_round_trip_families(name, tmp_path):
+    if name not in REGISTERED:
+        pytest.skip(f"{name} not registered yet")
+    info = get_model_info(name)
+    kwargs = {"small_input": True} if info.small_input else {}
+    size = 32 if info.small_input else info.min_image_size
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, image_size=size, **kwargs).eval()
+    _export_ok(model, "onnx", torch.randn(2, 3, size, size), tmp_path)
+
+
+@pytest.mark.slow
+def test_export_cli_dynamo_onnx(tmp_path, capsys):
+    out = tmp_path / "lenet5.onnx"
+    assert main(["export", "lenet5", "--format", "onnx", "--out", str(out)]) == 0
+    assert out.is_file() and "max |logit diff|" in capsys.readouterr().out
+
+
+class _ConvBnNet(nn.Module):
+    """Three conv->bn patterns: a Sequential, named attributes, and a shared output."""
+
+    def __init__(self):
+        super().__init__()
+        self.seq = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.seq(x)
+        x = torch.relu(self.bn1(self.conv1(x)))
+        y = self.conv2(x)
+        x = self.bn2(y) + y  # conv2's output is also used raw: must not be folded
+        return self.fc(x.mean((2, 3)))
+
+
+def _randomize_bn(model):
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+
+
+@torch.no_grad()
+def test_fast_path_folds_batchnorm_and_keeps_logits():
+    torch.manual_seed(0)
+    model = _ConvBnNet().eval()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 16, 16)
+    pairs = find_conv_bn_pairs(model, x)
+    assert sorted(pairs) == [("conv1", "bn1"), ("seq.0", "seq.1")]
+    fast = optimize(model, image_size=16)
+    assert fast.model.folded_batchnorms == 2
+    assert isinstance(fast.model.bn1, nn.Identity) and isinstance(model.bn1, nn.BatchNorm2d)
+    torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=0)
+
+
+@needs("resnet20")
+@torch.no_grad()
+def test_fast_path_on_a_registered_resnet():
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 32, 32)
+    fast = optimize(model, image_size=32)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
+    assert (fast(x) - model(x)).abs().max() <= 1e-4
+
+
+def test_reported_figures():
+    rep = load_reported()
+    assert rep["lenet5"]["params"] == 61_706 and rep["lenet5"]["macs"] == 416_520
+    assert rep["resnet50"]["top1"] == 76.13 and rep["resnet50"]["gmacs"] == 4.089
+    assert "GMACs" in rep["resnet50"]["gmacs_source"]
+    for name, row in rep.items():
+        assert row["year"] and row["paper"], name
+        if row["top1"] is not None:
+            assert row["dataset"] and row["metrics_source"], name
