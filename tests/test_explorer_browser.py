@@ -104,6 +104,7 @@ def page(browser):
 def open_page(page, url):
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']")
+    page.add_style_tag(content="header { position: static; }")  # keep it out of screenshots
 
 
 def click_bar(page, model):

@@ -21,6 +21,7 @@ async function api(path) {
 function fmtInt(n) { return n == null ? "–" : Number(n).toLocaleString("en-US"); }
 function fmtSI(n, unit = "") {
   if (n == null || !isFinite(n)) return "–";
+  if (n === 0) return `0 ${unit}`.trim();
   const a = Math.abs(n);
   const [d, s] = a >= 1e12 ? [1e12, "T"] : a >= 1e9 ? [1e9, "G"] : a >= 1e6 ? [1e6, "M"] : a >= 1e3 ? [1e3, "k"] : [1, ""];
   return `${(n / d).toFixed(n / d >= 100 ? 0 : n / d >= 10 ? 1 : 2)} ${s}${unit}`.trim();
@@ -78,7 +79,7 @@ function drawBars() {
   const layout = {
     margin: { l: 70, r: 10, t: 30, b: 110 }, barmode: "overlay", bargap: 0.15,
     title: { text: M.label + (key === "top1" ? " — reported, not measured here" : ""), font: { size: 14 } },
-    xaxis: { categoryorder: "array", categoryarray: order, tickangle: -60, tickfont: { size: 10 } },
+    xaxis: { categoryorder: "array", categoryarray: order, tickangle: -60, tickfont: { size: 10 }, range: [-0.5, Math.max(order.length, 12) - 0.5] },
     yaxis: { type: $("logscale").checked && M.log ? "log" : "linear", title: { text: M.label } },
     legend: { orientation: "h", y: 1.12, font: { size: 11 } }, hovermode: "closest",
   };
@@ -253,10 +254,12 @@ function runsList(runs) {
 
 async function loadCurves(el, runs) {
   const traces = [];
+  let maxEpoch = 0;
   for (const r of runs.slice(0, 8)) {
     let d;
     try { d = await api(`api/runs/${encodeURIComponent(r.id)}`); } catch (e) { continue; }
     const ep = d.metrics.map((m) => m.epoch);
+    maxEpoch = Math.max(maxEpoch, ...ep);
     traces.push({ x: ep, y: d.metrics.map((m) => pct(m.test_acc)), name: `${r.id} test acc`, mode: "lines+markers" });
     traces.push({ x: ep, y: d.metrics.map((m) => pct(m.train_acc)), name: `${r.id} train acc`, mode: "lines", line: { dash: "dot" } });
     traces.push({ x: ep, y: d.metrics.map((m) => m.train_loss), name: `${r.id} train loss`, mode: "lines", yaxis: "y2", line: { dash: "dash" } });
@@ -265,7 +268,7 @@ async function loadCurves(el, runs) {
   if (!$(el)) return;
   Plotly.react(el, traces, {
     margin: { l: 50, r: 50, t: 24, b: 40 }, title: { text: "training curves", font: { size: 13 } },
-    xaxis: { title: { text: "epoch" }, tickformat: "d" }, yaxis: { title: { text: "accuracy (%)" } },
+    xaxis: { title: { text: "epoch" }, tickformat: "d", dtick: maxEpoch <= 20 ? 1 : undefined }, yaxis: { title: { text: "accuracy (%)" } },
     yaxis2: { title: { text: "loss" }, overlaying: "y", side: "right" }, legend: { font: { size: 10 } },
   }, plotConfig());
 }
