@@ -76,6 +76,7 @@ def fit(
     cfg.validate()
     out = Path(out)
     device = dist.setup(pick_device(cfg.device))
+    autocast = make_autocast(cfg.precision, device)  # refuses fp16 without CUDA, before any work
     main = dist.is_main()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -138,7 +139,6 @@ def fit(
         progress.log(
             f"resuming {out} at epoch {state.epoch + 1}, batch {state.batch} (step {state.step})"
         )
-    autocast = make_autocast(cfg.precision, device)
     train_model = dist.wrap(model, device)
     train_model = _maybe_compile(train_model, cfg, progress, next(test_loader.epoch(0))[0][:2])
     state.model = train_model

@@ -138,7 +138,7 @@ def train_one_epoch(
                 loss = compute_loss(raw_model, logits, ym, cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"the loss became {float(loss)} at step {state.step + 1} (epoch "
+                    f"the loss became {loss.item()} at step {state.step + 1} (epoch "
                     f"{state.epoch + 1}, batch {i + 1}); the last good checkpoint is kept: "
                     "lower --lr, add --grad-clip, or check the data"
                 )

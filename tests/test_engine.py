@@ -1,0 +1,118 @@
+"""The training engine on the synthetic dataset: learning, determinism, exact resume, NaN stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from visionzoo.engine.config import TrainConfig
+from visionzoo.engine.fit import fit
+from visionzoo.errors import UserError
+from visionzoo.runs import load_run
+
+QUICK = dict(model="lenet5", dataset="synthetic", epochs=2, batch_size=64, lr=0.05, threads=1)
+
+
+def test_fit_learns_and_writes_a_run(tmp_path):
+    metrics = fit(TrainConfig(**QUICK), tmp_path / "run", quiet=True)
+    assert metrics["test_acc"] > 0.8  # chance is 0.1
+    run = load_run(tmp_path / "run")
+    assert run.config["status"] == "done" and run.config["class_names"][0] == "class0"
+    assert run.config["preprocess"]["pad"] == 2 and run.config["preprocess"]["image_size"] == 32
+    assert run.config["recipe"]["lr"] == 0.05 and run.config["seed"] == 0
+    assert [m["epoch"] for m in run.metrics] == [1, 2]
+    assert not list((tmp_path / "run").glob("*.pkl"))
+
+
+def test_same_seed_same_weights(tmp_path):
+    fit(TrainConfig(**{**QUICK, "epochs": 1}), tmp_path / "a", quiet=True)
+    fit(TrainConfig(**{**QUICK, "epochs": 1}), tmp_path / "b", quiet=True)
+    a, b = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recipe_options_run(tmp_path):
+    cfg = TrainConfig(
+        **{**QUICK, "epochs": 1, "lr": 2e-3},
+        optimizer="adamw", label_smoothing=0.1, ema_decay=0.9, grad_clip=1.0,
+        accumulate=2, random_erasing=0.25, mixup=0.2, cutmix=1.0, precision="bf16",
+        channels_last=True, warmup_epochs=0.5,
+    )  # fmt: skip
+    metrics = fit(cfg, tmp_path / "run", quiet=True)
+    assert metrics["weights"] == "ema" and (tmp_path / "run/model_raw.safetensors").is_file()
+    record = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])
+    assert "ema_test_acc" in record
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    import visionzoo.engine.train as train_mod
+
+    real = train_mod.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(model, logits, y, smoothing):
+        calls["n"] += 1
+        loss = real(model, logits, y, smoothing)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    cfg = TrainConfig(**QUICK, checkpoint_every=5)
+    with pytest.raises(UserError, match="at step 7"):
+        fit(cfg, tmp_path / "run", quiet=True)
+    state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
+    assert state["step"] == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "visionzoo", "train", "lenet5", "--dataset", "synthetic",
+        "--epochs", "2", "--batch-size", "32", "--threads", "1", "--quiet",
+        "--crop-padding", "2", "--random-erasing", "0.3", "--mixup", "0.2",
+        "--checkpoint-every", "3", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_resume_after_kill_is_bit_exact(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_cmd(tmp_path / "whole"), check=True, env=env, timeout=300)
+
+    proc = subprocess.Popen(_train_cmd(tmp_path / "cut"), env=env)
+    ckpt = tmp_path / "cut/checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill -9 once a mid-epoch checkpoint exists
+        if ckpt.is_file():
+            step = torch.load(ckpt, weights_only=True)["step"]
+            if 6 <= step < 60:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 0 and state["batch"] > 0, "killed after the first epoch: test too slow"
+
+    resume = [sys.executable, "-m", "visionzoo", "train", "--resume", str(tmp_path / "cut"), "--quiet"]
+    subprocess.run(resume, check=True, env=env, timeout=300)
+    a = load_file(tmp_path / "whole/model.safetensors")
+    b = load_file(tmp_path / "cut/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    lines = (tmp_path / "cut/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_bad_training_options_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="--grad-clip and --agc"):
+        TrainConfig(**QUICK, grad_clip=1.0, agc=0.01).validate()
+    with pytest.raises(UserError, match="--freeze-epochs needs --init"):
+        TrainConfig(**QUICK, freeze_epochs=1).validate()
+    with pytest.raises(UserError, match="fp16 needs a CUDA"):
+        fit(TrainConfig(**QUICK, precision="fp16", device="cpu"), tmp_path / "r", quiet=True)
