@@ -47,6 +47,11 @@ PAPER_DEPTH: dict[str, tuple[int, str]] = {
     "lenet5": (7, "paper: seven layers C1-S2-C3-S4-C5-F6-output (subsampling layers count)"),
     "lenet5_paper": (7, "paper: seven layers C1-S2-C3-S4-C5-F6-output (subsampling layers count)"),
     "inception_v3": (42, "paper: 'Although our network is 42 layers deep'"),
+    **{
+        f"{kind}_fc_{n}": (n, f"paper: depth {n} counts the hidden layers, not the softmax layer")
+        for kind in ("highway", "plain")
+        for n in (10, 20, 50, 100)
+    },
 }
 
 # Autograd nodes of convolutions and matrix products (a linear layer is addmm/mm/bmm).
@@ -339,6 +344,7 @@ def _cache_key(name: str, image_size: int, model_kwargs: dict[str, Any]) -> str:
         str(image_size),
         json.dumps(model_kwargs, sort_keys=True, default=str),
         hashlib.sha1(source.encode()).hexdigest(),
+        _OWN_SOURCE_HASH,  # a change to how figures are computed invalidates the cache
     ]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
 
@@ -349,6 +355,7 @@ def _cache_dir() -> Path:
 
 
 _MEMORY_CACHE: dict[str, dict[str, Any]] = {}
+_OWN_SOURCE_HASH = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()
 
 
 def profile_model(

@@ -1,0 +1,140 @@
+"""The performance table: ours vs torchvision, the fast path, onnxruntime, on CPU.
+
+For each model and batch size, four implementations are timed alternately in one process
+(`visionzoo.bench.timing`): our eager model, torchvision's with the same weights ported
+into ours, our fast path (`visionzoo.optimize`: BatchNorm folded, channels-last,
+inference mode) and onnxruntime running our ONNX export. Goals: ours / torchvision speed
+>= 0.95; fast path / torchvision eager >= 1.3. Writes results/bench/perf_table.{csv,json,md}
+with the environment.
+
+    OMP_NUM_THREADS=2 python scripts/bench_perf.py [--models ...] [--batch-sizes 1,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from visionzoo.bench.timing import BenchConfig, bench_model, environment, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["resnet50", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16", "convnext_tiny"]
+
+
+def _median(rows: list[dict], model: str, batch: int, impl: str) -> float | None:
+    for r in rows:
+        if (r["model"], r["batch_size"], r["impl"], r["mode"]) == (model, batch, impl, "inference"):
+            return r["median_ms"]
+    return None
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """One row per (model, batch): the four medians and the ratios against torchvision."""
+    out = []
+    for model, batch in dict.fromkeys((r["model"], r["batch_size"]) for r in rows):
+        ours = _median(rows, model, batch, "visionzoo")
+        tv = _median(rows, model, batch, "torchvision")
+        fast = _median(rows, model, batch, "visionzoo-fast")
+        ort = _median(rows, model, batch, "onnxruntime")
+
+        def speed(t: float | None, tv: float | None = tv) -> float | None:  # tv time / this
+            return round(tv / t, 3) if tv and t else None
+
+        out.append(
+            {
+                "model": model,
+                "batch_size": batch,
+                "ours_ms": ours,
+                "torchvision_ms": tv,
+                "fast_ms": fast,
+                "onnxruntime_ms": ort,
+                "ours_vs_tv": speed(ours),
+                "fast_vs_tv": speed(fast),
+                "onnxruntime_vs_tv": speed(ort),
+            }
+        )
+    return out
+
+
+def _fmt(v: float | None, goal: float | None = None) -> str:
+    if v is None:
+        return "-"
+    if goal is None:
+        return f"{v:.1f}"
+    return f"{v:.2f}" + (" ✓" if v >= goal else " ✗")
+
+
+def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, cmd: str) -> None:
+    lines = [
+        "# CPU performance: visionzoo vs torchvision, fast path, onnxruntime",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Environment: {env['cpu']} ({env['cpu_count']} cores, shared), torch "
+        f"{env['torch']} with {env['torch_threads']} threads, torchvision {env['torchvision']},"
+        f" onnxruntime {env['onnxruntime']}, fp32, commit {str(env['git_commit'])[:10]},"
+        f" {env['timestamp_utc']}; load average before the run {env['load_average']}.",
+        "",
+        "Median latency in ms over the repeats (alternating calls, same weights, same "
+        "process). `x tv` = torchvision eager time / this time: ours eager goal >= 0.95, "
+        "fast path goal >= 1.3. Fast path = `visionzoo.optimize` (BatchNorm folded into "
+        "convolutions, channels-last, inference mode).",
+        "",
+        "| model | batch | torchvision | ours | ours x tv | fast path | fast x tv "
+        "| onnxruntime | ort x tv |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['model']} | {r['batch_size']} | {_fmt(r['torchvision_ms'])} | "
+            f"{_fmt(r['ours_ms'])} | {_fmt(r['ours_vs_tv'], 0.95)} | {_fmt(r['fast_ms'])} | "
+            f"{_fmt(r['fast_vs_tv'], 1.3)} | {_fmt(r['onnxruntime_ms'])} | "
+            f"{_fmt(r['onnxruntime_vs_tv'], 0)} |"
+        )
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batch-sizes", default="1,16")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "results/bench"))
+    parser.add_argument("--stem", default="perf_table")
+    args = parser.parse_args()
+    cfg = BenchConfig(
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+        optimize=True,
+        compare=["torchvision", "onnxruntime"],
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    env = environment(cfg)
+    rows, notes = [], []
+    for name in args.models.split(","):
+        start = time.perf_counter()
+        r, n = bench_model(name, cfg)
+        rows += r
+        notes += n
+        print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    env["load_average_after"] = [round(v, 2) for v in __import__("os").getloadavg()]
+    table = table_rows(rows)
+    csv_path, json_path = write_results(rows, {**env, "table": table}, args.out, args.stem)
+    cmd = "OMP_NUM_THREADS={} python scripts/bench_perf.py {}".format(
+        torch.get_num_threads(), " ".join(sys.argv[1:])
+    ).strip()
+    md = Path(args.out) / f"{args.stem}.md"
+    write_markdown(table, env, notes, md, cmd)
+    print(md.read_text())
+    print(f"wrote {csv_path}, {json_path}, {md}")
+
+
+if __name__ == "__main__":
+    main()
