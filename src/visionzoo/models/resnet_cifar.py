@@ -3,11 +3,10 @@
 Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. CVPR 2016. arXiv:1512.03385.
 https://arxiv.org/abs/1512.03385
 
-Key idea: the depth study of the paper on 32x32 images. 6n+2 weighted layers: a 3x3 conv,
-three stages of n BasicBlocks with 16, 32, 64 filters on 32x32, 16x16, 8x8 maps
-(stride-2 convs subsample), global average pooling and a 10-way linear layer. With
-identity shortcuts (option A) deeper is better (ResNet-110: 6.43 % error); the plain twins
-of the same depth get worse as they get deeper (Fig. 6).
+Key idea: the paper's depth study on 32x32 images. 6n+2 weighted layers: a 3x3 conv, three
+stages of n BasicBlocks with 16, 32, 64 filters on 32, 16, 8 px maps, global average
+pooling, a 10-way linear layer. With identity shortcuts (option A) deeper is better
+(ResNet-110: 6.43 % error); plain twins get worse as they get deeper (Fig. 6).
 
 Exact parameter counts with option A shortcuts (computed; the paper rounds): ResNet-20
 269,722 (0.27M), -32 464,154 (0.46M), -44 658,586 (0.66M), -56 853,018 (0.85M), -110
