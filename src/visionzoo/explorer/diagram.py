@@ -16,7 +16,9 @@ forward hooks see the modules run.
 
 from __future__ import annotations
 
+import contextlib
 import html
+import io
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -200,7 +202,8 @@ def trace_graph(owner: nn.Module, fn: Callable[..., Any], args: tuple[Any, ...])
     root = {1: _Call, 2: _Call2, 3: _Call3}[len(args)](fn, owner)
     graph = _Tracer().trace(root)
     gm = fx.GraphModule(root, graph)
-    ShapeProp(gm).propagate(*args)
+    with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints what it re-raises
+        ShapeProp(gm).propagate(*args)
     modules = dict(owner.named_modules())
     nodes: list[Node] = []
     ids: dict[fx.Node, list[int]] = {}  # fx node -> the diagram nodes that stand for it
@@ -349,6 +352,7 @@ def collapse_repeats(nodes: list[Node]) -> list[Node]:
             and n.module_class
             and n.kind in ("block", "attention")
             and _signature(n) == _signature(prev)
+            and n.shape == prev.shape  # a stage that changes the shape keeps its own box
             and len(consumers[prev.id]) == 1
         ):
             first = prev.title.split(":")[0] if prev.count == 1 else prev.module_name.split("–")[0]
@@ -449,39 +453,51 @@ def render_svg(nodes: list[Node], title: str = "") -> str:
     by_row: dict[float, list[int]] = {}
     for nid, (_, y) in pos.items():
         by_row.setdefault(y, []).append(nid)
-    left_lane = right_lane = 0
     edges: list[str] = []
     xs_min = min(pos[i][0] - widths[i] / 2 for i in pos)
     xs_max = max(pos[i][0] + widths[i] / 2 for i in pos)
-    lane_min, lane_max = xs_min, xs_max
+    skips: dict[int, list[int]] = {}  # source -> targets more than one row below it
     for n in nodes:
         x2, y2 = pos[n.id]
         for i in n.inputs:
             x1, y1 = pos[i]
-            y1b, y2t = y1 + BOX_H / 2, y2 - BOX_H / 2
-            if y2 - y1 <= ROW_H + 1:
-                mid = (y1b + y2t) / 2
-                edges.append(
-                    f'<path d="M{x1:.1f},{y1b:.1f} C{x1:.1f},{mid:.1f} {x2:.1f},{mid:.1f} '
-                    f'{x2:.1f},{y2t:.1f}" class="e"/>'
-                )
+            if y2 - y1 > ROW_H + 1:
+                skips.setdefault(i, []).append(n.id)
                 continue
-            # A skip edge: route it outside every box on the rows it crosses.
-            between = [j for y, ids in by_row.items() if y1 < y < y2 for j in ids]
-            lo = min(pos[j][0] - widths[j] / 2 for j in between)
-            hi = max(pos[j][0] + widths[j] / 2 for j in between)
-            if x1 <= (lo + hi) / 2:
-                left_lane += 1
-                lx = lo - 14 * left_lane
-                lane_min = min(lane_min, lx)
-            else:
-                right_lane += 1
-                lx = hi + 14 * right_lane
-                lane_max = max(lane_max, lx)
+            y1b, y2t = y1 + BOX_H / 2, y2 - BOX_H / 2
+            mid = (y1b + y2t) / 2
             edges.append(
-                f'<path d="M{x1:.1f},{y1b:.1f} C{x1:.1f},{y1b + 20:.1f} {lx:.1f},{y1b:.1f} '
-                f"{lx:.1f},{y1b + 30:.1f} L{lx:.1f},{y2t - 30:.1f} C{lx:.1f},{y2t:.1f} "
-                f'{x2:.1f},{y2t - 20:.1f} {x2:.1f},{y2t:.1f}" class="e skip"/>'
+                f'<path d="M{x1:.1f},{y1b:.1f} C{x1:.1f},{mid:.1f} {x2:.1f},{mid:.1f} '
+                f'{x2:.1f},{y2t:.1f}" class="e"/>'
+            )
+    # Skip edges: one lane per source, outside every box on the rows it passes, with a
+    # branch into each target (a DenseNet block becomes a ladder, not a fan of curves).
+    gap = 14 if len(skips) <= 8 else max(5, 112 / len(skips))
+    lanes = {"left": 0, "right": 0}
+    lane_min, lane_max = xs_min, xs_max
+    for src, targets in skips.items():
+        x1, y1 = pos[src]
+        last = max(pos[t][1] for t in targets)
+        between = [j for y, ids in by_row.items() if y1 < y < last for j in ids]
+        lo = min(pos[j][0] - widths[j] / 2 for j in between)
+        hi = max(pos[j][0] + widths[j] / 2 for j in between)
+        side = "left" if x1 <= (lo + hi) / 2 else "right"
+        lanes[side] += 1
+        lx = lo - gap * lanes[side] if side == "left" else hi + gap * lanes[side]
+        lane_min, lane_max = min(lane_min, lx), max(lane_max, lx)
+        y1b = y1 + BOX_H / 2
+        end = last - BOX_H / 2 - 30
+        trunk = (
+            f"M{x1:.1f},{y1b:.1f} C{x1:.1f},{y1b + 20:.1f} {lx:.1f},{y1b:.1f} "
+            f"{lx:.1f},{y1b + 30:.1f} L{lx:.1f},{end:.1f}"
+        )
+        edges.append(f'<path d="{trunk}" class="e skip trunk"/>')
+        for t in targets:
+            x2, y2 = pos[t]
+            y2t = y2 - BOX_H / 2
+            edges.append(
+                f'<path d="M{lx:.1f},{y2t - 30:.1f} C{lx:.1f},{y2t:.1f} {x2:.1f},{y2t - 20:.1f} '
+                f'{x2:.1f},{y2t:.1f}" class="e skip"/>'
             )
     boxes = [_box(n, pos[n.id], widths[n.id]) for n in nodes]
     pad = 12
@@ -491,7 +507,8 @@ def render_svg(nodes: list[Node], title: str = "") -> str:
     width = x1 - x0
     style = (
         "<style>.e{fill:none;stroke:#6b7280;stroke-width:1.3;marker-end:url(#arr)}"
-        ".skip{stroke:#ea580c;stroke-width:1.6}.l{font:12px ui-monospace,monospace;fill:#111}"
+        ".skip{stroke:#ea580c;stroke-width:1.6}.trunk{marker-end:none}"
+        ".l{font:12px ui-monospace,monospace;fill:#111}"
         ".s{font:10px ui-monospace,monospace;fill:#4b5563}.io{fill:#fff}</style>"
     )
     marker = (
@@ -565,9 +582,7 @@ def _capture_inputs(model: nn.Module, x: Tensor, wanted: set[str]) -> dict[str, 
         if name in wanted:
 
             def pre(mod: nn.Module, args: tuple, name: str = name) -> None:
-                seen.setdefault(
-                    name, tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
-                )
+                seen.setdefault(name, _snapshot(args))
 
             handles.append(m.register_forward_pre_hook(pre))
     try:
@@ -579,15 +594,27 @@ def _capture_inputs(model: nn.Module, x: Tensor, wanted: set[str]) -> dict[str, 
     return seen
 
 
+def _snapshot(value: Any) -> Any:
+    """A copy of a call's arguments: lists may grow after the call (DenseNet's features)."""
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(v) for v in value)
+    return value
+
+
 def _block_instances(model: nn.Module, classes: list[str]) -> dict[str, str]:
-    """For each block class, the qualified name of its instance with the most submodules."""
-    best: dict[str, tuple[int, str]] = {}
+    """For each block class, the instance to draw: the one with the most kinds of
+    submodule (a ResNet block with its projection shortcut), then the smallest (a DenseNet
+    block of 6 layers rather than 24)."""
+    best: dict[str, tuple[tuple[int, int], str]] = {}
     for name, m in model.named_modules():
         cls = type(m).__name__
         if cls in classes:
-            size = sum(1 for _ in m.modules())
-            if cls not in best or size > best[cls][0]:
-                best[cls] = (size, name)
+            subs = list(m.modules())
+            key = (len({type(s) for s in subs}), -len(subs))
+            if cls not in best or key > best[cls][0]:
+                best[cls] = (key, name)
     return {cls: name for cls, (_, name) in best.items()}
 
 
@@ -606,11 +633,16 @@ def model_diagram(model: nn.Module, x: Tensor) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = []
     queue = [n.module_class for n in nodes if n.kind in ("block", "attention", "tokens")]
     done: set[str] = set()
+    composite = {
+        type(m).__name__
+        for m in model.modules()
+        if m is not model and not isinstance(m, CONTAINERS) and any(True for _ in m.children())
+    }
+    instances = _block_instances(model, sorted(composite))
+    inputs = _capture_inputs(model, x, set(instances.values()))  # one pass for every block
     while queue and len(blocks) < MAX_DETAILS:
         classes = [c for c in dict.fromkeys(queue) if c not in done]
         queue = []
-        instances = _block_instances(model, classes)
-        inputs = _capture_inputs(model, x, set(instances.values()))
         for cls in classes:
             done.add(cls)
             name = instances.get(cls)
@@ -620,8 +652,11 @@ def model_diagram(model: nn.Module, x: Tensor) -> dict[str, Any]:
             if not any(True for _ in block.children()):
                 continue
             args = inputs[name]
-            with torch.no_grad():
-                sub, sub_traced = _graph(block, block.forward, args)
+            try:
+                with torch.no_grad():
+                    sub, sub_traced = _graph(block, block.forward, args)
+            except Exception:  # noqa: BLE001 - a block we cannot replay gets no detail diagram
+                continue
             if len(sub) <= 3:  # input -> one box -> output says nothing new
                 continue
             title = f"{cls} ({name})"
