@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -163,9 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         resume = False
     metrics = fit(cfg, out, overwrite=args.overwrite, resume=resume, quiet=args.quiet)
-    from visionzoo.engine import distributed as dist
-
-    if dist.rank() == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         console.print(
             f"[bold]test accuracy {metrics['test_acc']:.2%}[/bold] (top-5 {metrics['test_top5']:.2%}) "
             f"after {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training; "
