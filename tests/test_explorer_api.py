@@ -57,14 +57,18 @@ def dirs(tmp_path_factory):
     (runs / "not-a-run" / "config.json").write_text("{not json")
     results = base / "results"
     (results / "bench").mkdir(parents=True)
-    (results / "bench" / "cpu.json").write_text(
-        json.dumps(
-            {
-                "environment": {"device": "test CPU"},
-                "results": [{"model": "lenet5", "batch_size": 1, "latency_ms": 0.25}],
-            }
-        )
-    )
+    rows = [
+        dict(model="lenet5", impl="visionzoo", mode="inference", batch_size=1, device="cpu",
+             dtype="fp32", median_ms=0.25),
+        dict(model="lenet5", impl="torchvision", mode="inference", batch_size=1, device="cpu",
+             dtype="fp32", median_ms=0.1),  # a comparison, not ours
+        dict(model="lenet5", impl="visionzoo", mode="inference", batch_size=16, device="cpu",
+             dtype="fp32", median_ms=0.05),  # not batch 1
+        dict(model="lenet5", impl="visionzoo", mode="train", batch_size=1, device="cpu",
+             dtype="fp32", median_ms=0.01),  # a training step
+    ]  # fmt: skip
+    env = {"cpu": "test CPU", "cuda_device": None}
+    (results / "bench" / "cpu.json").write_text(json.dumps({"environment": env, "results": rows}))
     (results / "lab").mkdir()
     (results / "lab" / "relu.json").write_text(
         json.dumps({"claim": "ReLU trains faster", "models": ["lenet5"], "verdict": "holds"})
@@ -124,7 +128,8 @@ def test_models_overview(client):
     lenet = rows["lenet5"]
     assert lenet["reference_params"] == 61_706 and lenet["family"] == "LeNet"
     assert lenet["run_acc"] == {"test_acc": 0.82, "dataset": "mnist", "id": "lenet-mnist"}
-    assert lenet["bench"]["latency_ms"] == 0.25 and lenet["bench"]["device"] == "test CPU"
+    assert lenet["bench"]["latency_ms"] == 0.25
+    assert lenet["bench"]["device"] == "cpu (test CPU), fp32"
     assert lenet["claims"] == ["relu"]
     assert data["lab"][0]["title"] == "ReLU trains faster"
     assert "LeNet" in data["families"]

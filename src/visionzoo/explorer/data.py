@@ -130,47 +130,61 @@ def _records(obj: Any) -> list[dict[str, Any]]:
     return found
 
 
-def load_bench(results: Path | None) -> dict[str, dict[str, Any]]:
-    """{model: {"latency_ms", "device", "batch_size", "file"}} from results/bench/*.json.
+def _device_label(rec: dict[str, Any], env: dict[str, Any]) -> str:
+    device = str(rec.get("device") or "")
+    if device.startswith("cuda") and env.get("cuda_device"):
+        device = f"{device} ({env['cuda_device']})"
+    elif device in ("cpu", "") and env.get("cpu"):
+        device = f"cpu ({env['cpu']})"
+    return f"{device}, {rec['dtype']}" if rec.get("dtype") else device
 
-    When several files measure a model, the batch-1 figure with the smallest latency
-    wins: the page compares architectures on the best device that measured them.
+
+def load_bench(results: Path | None) -> dict[str, dict[str, Any]]:
+    """{model: {"latency_ms", "device", "batch_size", "file", "all"}} from results/bench/*.json.
+
+    Only visionzoo's own inference timings count (not the torchvision/ONNX comparisons,
+    not training steps). The chart compares like with like: it uses the batch-1 figures of
+    the device that measured the most models; `all` keeps every batch-1 figure for the card.
     """
-    out: dict[str, dict[str, Any]] = {}
     folder = results / "bench" if results else None
     if folder is None or not folder.is_dir():
-        return out
+        return {}
+    rows: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.json")):
         try:
             data = _read_json(path)
         except (OSError, ValueError):
             continue
-        env = data.get("environment", data.get("env", {})) if isinstance(data, dict) else {}
-        default_device = ""
-        if isinstance(env, dict):
-            default_device = str(env.get("device") or env.get("gpu") or env.get("cpu") or "")
+        env = data.get("environment", {}) if isinstance(data, dict) else {}
+        env = env if isinstance(env, dict) else {}
         for rec in _records(data):
-            name = rec.get("model") or rec.get("name")
-            ms = _latency_of(rec)
-            if ms is None or not isinstance(name, str):
+            name, ms = rec.get("model") or rec.get("name"), _latency_of(rec)
+            if not isinstance(name, str) or ms is None:
                 continue
-            batch = rec.get("batch_size", rec.get("batch", 1))
-            entry = {
-                "latency_ms": ms,
-                "device": str(rec.get("device") or default_device),
-                "batch_size": batch,
-                "file": path.name,
-            }
-            for key in ("flops", "macs", "params", "depth", "throughput"):
+            if rec.get("impl", "visionzoo") != "visionzoo" or rec.get("mode") == "train":
+                continue
+            if rec.get("batch_size", rec.get("batch", 1)) not in (1, None):
+                continue
+            entry = {"model": name, "latency_ms": ms, "device": _device_label(rec, env)}
+            entry.update(batch_size=1, file=path.name, image_size=rec.get("image_size"))
+            for key in ("flops", "macs", "params", "depth", "throughput_img_s", "p95_ms"):
                 if isinstance(rec.get(key), (int, float)):
                     entry[key] = rec[key]
-            old = out.get(name)
-            if old is None or (batch in (1, None), -ms) > (
-                old["batch_size"] in (1, None),
-                -old["latency_ms"],
-            ):
-                out[name] = entry
-    return out
+            rows.append(entry)
+    if not rows:
+        return {}
+    counts: dict[str, set[str]] = {}
+    for r in rows:
+        counts.setdefault(r["device"], set()).add(r["model"])
+    main = max(counts, key=lambda d: len(counts[d]))
+    out: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["latency_ms"]):
+        name = r.pop("model")
+        slot = out.setdefault(name, {"all": []})
+        slot["all"].append(dict(r))
+        if r["device"] == main and "latency_ms" not in slot:
+            slot.update(r)
+    return {k: v for k, v in out.items() if "latency_ms" in v}
 
 
 def load_lab(results: Path | None) -> list[dict[str, Any]]:
