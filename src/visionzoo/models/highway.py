@@ -10,10 +10,9 @@ close to the identity (carry behaviour), so information and gradients cross hund
 layers and plain SGD trains very deep nets; plain nets of the same depth do not train.
 
 Variants, each with a plain twin (the same layers, no gates: y = H(x)):
-- the optimisation study on MNIST (Fig. 1): a plain fully connected first layer, then 9,
-  19, 49 or 99 fully connected layers, then a softmax layer; 50 units per highway layer
-  and 71 per plain layer, about 5,000 parameters per layer either way
-  (`highway_fc_10/20/50/100`, `plain_fc_10/20/50/100`).
+- the optimisation study on MNIST (Fig. 1): nets of depth 10, 20, 50 and 100 with 50
+  units per highway layer and 71 per plain layer, about 5,000 parameters per layer either
+  way (`highway_fc_10/20/50/100`, `plain_fc_10/20/50/100`).
 - the 10-layer convolutional nets on MNIST (Table 1: 9 conv layers + softmax, width 16:
   39K parameters, 99.43 %; width 32: 151K, 99.55 %) (`highway_conv_w16`, `highway_conv_w32`,
   `plain_conv_w16`, `plain_conv_w32`).
@@ -27,6 +26,9 @@ NOTE: The layout of the convolutional nets is our reconstruction, since the pape
 only depth, width and parameter counts: a plain 3x3 conv, eight 3x3 highway conv layers,
 2x2 max-pooling after layers 3, 6 and 9 (28 -> 14 -> 7 -> 3 px) and a softmax layer on
 the flattened 3x3 maps. It gives 38,730 and 151,178 parameters, the paper's 39K and 151K.
+NOTE: Depth counts the hidden layers, as we read Sec. 3.1: a plain fully connected first
+layer (784 -> 50, it changes the width and so cannot carry), then depth - 1 highway (or
+plain) layers, then the softmax layer, which is not counted.
 NOTE: Weights are He-normal (fan-in) and biases zero, in highway and plain nets alike;
 the paper does not fix one initialisation.
 NOTE: Both kinds flatten the image, so the net is built for one input size (`image_size`,
