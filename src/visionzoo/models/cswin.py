@@ -117,7 +117,7 @@ class LePEAttention(nn.Module):
 
 
 class CSWinBlock(nn.Module):
-    """x = x + proj(concat(horizontal-stripe attn, vertical-stripe attn))(LN(x)); x += MLP(LN(x))."""
+    """x = x + proj(concat(vertical-, horizontal-stripe attention)(LN(x))); x = x + MLP(LN(x))."""
 
     def __init__(self, dim: int, num_heads: int, split_size: int, last_stage: bool, drop_path=0.0):
         super().__init__()

@@ -146,7 +146,7 @@ class VisionTransformer(ImageClassifier):
         patch_embed: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if small_input and patch_embed is None:
+        if small_input:  # 4x4 patches, or a stride-4 CNN stem in the hybrid
             patch_size = SMALL_PATCH
             image_size = SMALL_IMAGE if image_size == 224 else image_size  # 224: the default
         if image_size % patch_size:
