@@ -292,3 +292,22 @@ def test_reported_figures():
         assert row["year"] and row["paper"], name
         if row["top1"] is not None:
             assert row["dataset"] and row["metrics_source"], name
+
+
+def test_export_a_run_directory(tmp_path, capsys):
+    runs = pytest.importorskip("visionzoo.runs")
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=3)
+    config = {"preprocess": {"image_size": 32, "in_channels": 1}, "class_names": ["a", "b", "c"]}
+    run = runs.save_run(tmp_path / "run", model, config)
+    out = tmp_path / "run.onnx"
+    code = main(["export", str(run), "--format", "onnx", "--exporter", "torchscript",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0 and out.is_file()
+    assert "lenet5: onnx" in capsys.readouterr().out
+
+
+def test_export_a_missing_run_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty")]) == 2
+    assert "\n" not in capsys.readouterr().err.strip()

@@ -21,7 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FORMATS", "ExportResult", "export_model", "onnx_session", "to_onnx", "to_torch_export"]
+__all__ = [
+    "FORMATS",
+    "ExportResult",
+    "export_model",
+    "export_program",
+    "onnx_session",
+    "to_onnx",
+    "to_torch_export",
+]
 
 FORMATS = ("onnx", "torch-export")
 SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
@@ -57,38 +65,48 @@ def _quiet() -> contextlib.ExitStack:
     return stack
 
 
-def to_onnx(
-    model: nn.Module, x: Tensor, path: str | Path | None = None, exporter: str = "auto"
-) -> Path:
-    """Write `model` to ONNX with a dynamic batch dimension; returns the path.
+def _batch_of_two(x: Tensor) -> Tensor:
+    """torch.export specializes a batch of 1: export with 2, run with any."""
+    return x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).clone()
 
-    `exporter`: "dynamo" (torch.export + onnxscript), "torchscript", or "auto" (dynamo,
-    then TorchScript if it fails). The exporter used is stored on the path as `.exporter`.
-    """
-    path = Path(path) if path else Path(tempfile.mkdtemp(prefix="visionzoo-")) / "model.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    if x.shape[0] == 1:  # torch.export specializes a batch of 1; export with 2, run with any
-        x = x.expand(2, *x.shape[1:]).clone()
+
+def export_program(model: nn.Module, x: Tensor) -> torch.export.ExportedProgram:
+    """`torch.export.export` with a dynamic batch dimension (static if that fails)."""
+    x = _batch_of_two(x)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with _quiet():
+        try:
+            return torch.export.export(model.eval(), (x,), dynamic_shapes={"x": {0: batch}})
+        except Exception:  # noqa: BLE001 - some models pin the batch size; export them as is
+            return torch.export.export(model.eval(), (x,))
+
+
+def _write_onnx(
+    model: nn.Module,
+    x: Tensor,
+    path: Path,
+    exporter: str = "auto",
+    program: torch.export.ExportedProgram | None = None,
+) -> str:
+    """Write the ONNX file; returns the exporter that succeeded ("dynamo", "torchscript")."""
+    x = _batch_of_two(x)
     errors = []
     for kind in ("dynamo", "torchscript") if exporter == "auto" else (exporter,):
         try:
             with _quiet():
                 if kind == "dynamo":
-                    batch = torch.export.Dim("batch", min=1, max=4096)
                     torch.onnx.export(
-                        model,
+                        program if program is not None else export_program(model, x),
                         (x,),
                         str(path),
                         dynamo=True,
                         input_names=["x"],
                         output_names=["logits"],
-                        dynamic_shapes={"x": {0: batch}},
                         verbose=False,
                     )
                 else:
                     torch.onnx.export(
-                        model,
+                        model.eval(),
                         (x,),
                         str(path),
                         dynamo=False,
@@ -96,14 +114,24 @@ def to_onnx(
                         output_names=["logits"],
                         dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
                     )
-            _EXPORTER[str(path)] = kind
-            return path
+            return kind
         except Exception as err:  # noqa: BLE001 - try the next exporter, report all
             errors.append(f"{kind}: {_first_line(err)}")
     raise RuntimeError("; ".join(errors))
 
 
-_EXPORTER: dict[str, str] = {}
+def to_onnx(
+    model: nn.Module, x: Tensor, path: str | Path | None = None, exporter: str = "auto"
+) -> Path:
+    """Write `model` to ONNX with a dynamic batch dimension; returns the path.
+
+    `exporter`: "dynamo" (torch.export + onnxscript), "torchscript", or "auto" (dynamo,
+    then TorchScript if it fails).
+    """
+    path = Path(path) if path else Path(tempfile.mkdtemp(prefix="visionzoo-")) / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_onnx(model, x, path, exporter)
+    return path
 
 
 def onnx_session(path: str | Path) -> Any:
@@ -117,12 +145,17 @@ def onnx_session(path: str | Path) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def to_torch_export(model: nn.Module, x: Tensor, path: str | Path | None = None) -> Path:
-    """Save `torch.export.export(model, (x,))` as a .pt2 file; returns the path."""
+def to_torch_export(
+    model: nn.Module,
+    x: Tensor,
+    path: str | Path | None = None,
+    program: torch.export.ExportedProgram | None = None,
+) -> Path:
+    """Save the model's ExportedProgram (dynamic batch) as a .pt2 file; returns the path."""
     path = Path(path) if path else Path(tempfile.mkdtemp(prefix="visionzoo-")) / "model.pt2"
     path.parent.mkdir(parents=True, exist_ok=True)
+    program = program if program is not None else export_program(model, x)
     with _quiet():
-        program = torch.export.export(model.eval(), (x,))
         torch.export.save(program, str(path))
     return path
 
@@ -135,22 +168,32 @@ def _first_line(err: BaseException) -> str:
 
 @torch.no_grad()
 def export_model(
-    model: nn.Module, fmt: str, x: Tensor, path: str | Path | None = None, exporter: str = "auto"
+    model: nn.Module,
+    fmt: str,
+    x: Tensor,
+    path: str | Path | None = None,
+    exporter: str = "auto",
+    program: torch.export.ExportedProgram | None = None,
 ) -> ExportResult:
-    """Export, run the exported file on `x`, compare with the eager logits."""
+    """Export, run the exported file on `x`, compare with the eager logits.
+
+    `program`: an ExportedProgram of `model` to reuse (saves tracing it again).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {FORMATS}")
     model = model.eval()
     expected = model(x).float()
+    default = Path(tempfile.mkdtemp(prefix="visionzoo-")) / f"model{SUFFIX[fmt]}"
+    written = Path(path) if path else default
+    written.parent.mkdir(parents=True, exist_ok=True)
     try:
         if fmt == "onnx":
-            written = to_onnx(model, x, path, exporter=exporter)
+            used = _write_onnx(model, x, written, exporter, program)
             session = onnx_session(written)
             got = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})[0]
             got_t = torch.from_numpy(got)
-            used = _EXPORTER.get(str(written), exporter)
         else:
-            written = to_torch_export(model, x, path)
+            to_torch_export(model, x, written, program)
             with _quiet():
                 got_t = torch.export.load(str(written)).module()(x)
             used = "torch.export"
