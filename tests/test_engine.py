@@ -116,3 +116,29 @@ def test_bad_training_options_are_one_line_errors(tmp_path):
         TrainConfig(**QUICK, freeze_epochs=1).validate()
     with pytest.raises(UserError, match="fp16 needs a CUDA"):
         fit(TrainConfig(**QUICK, precision="fp16", device="cpu"), tmp_path / "r", quiet=True)
+
+
+def test_imagefolder_with_dataloader_workers(tmp_path):
+    """The conventional pipeline for big folders: ImageFolder + transforms v2 + 2 workers."""
+    from torchvision.io import write_png
+
+    from visionzoo.data import load_dataset
+
+    data = load_dataset("synthetic", "test")
+    for split, part in (("train", slice(0, 200)), ("test", slice(200, 260))):
+        for i, (img, label) in enumerate(zip(data.images[part], data.labels[part].tolist())):
+            folder = tmp_path / "photos" / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            write_png(img.expand(3, -1, -1).contiguous(), str(folder / f"{i}.png"))
+    cfg = TrainConfig(model="lenet5", dataset=f"imagefolder:{tmp_path / 'photos'}", loader="workers",
+                      workers=2, image_size=32, epochs=1, batch_size=32, threads=1, hflip=False)  # fmt: skip
+    metrics = fit(cfg, tmp_path / "run", quiet=True)
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert config["preprocess"]["image_size"] == 32 and config["model_kwargs"]["in_channels"] == 3
+    assert metrics["steps"] == 7  # ceil(200 / 32)
+
+
+def test_tensorboard_events_when_installed(tmp_path):
+    pytest.importorskip("torch.utils.tensorboard")
+    fit(TrainConfig(**{**QUICK, "epochs": 1}), tmp_path / "run", quiet=True)
+    assert list((tmp_path / "run/tb").glob("events.out.tfevents.*"))

@@ -1,4 +1,4 @@
-"""Adaptive gradient clipping (Brock, De, Smith, Simonyan 2021, arXiv:2102.06171, Section 4.1).
+"""Adaptive gradient clipping (Brock, De, Smith, Simonyan 2021, arXiv:2102.06171).
 
 Clip each unit's gradient relative to the size of its weights rather than to a fixed global
 threshold: for the gradient G_i and weights W_i of output unit i (a row of a linear layer's

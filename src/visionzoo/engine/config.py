@@ -27,6 +27,8 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(
         default_factory=dict
     )  # extra builder arguments (e.g. dropout)
+    loader: str = "memory"  # "memory": decoded once into uint8 tensors; "workers": imagefolder streamed by DataLoader workers
+    workers: int = 2  # DataLoader worker processes for --loader workers
     train_subset: int | None = None  # use only the first N (class-balanced, seeded) training images
     # Optimisation.
     epochs: int = 10
@@ -82,7 +84,7 @@ class TrainConfig:
         0  # also save the training state every N optimizer steps (0: at epoch ends only)
     )
     log_every: int = 20  # progress-bar refresh, in steps
-    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
+    tensorboard: bool | None = None  # TensorBoard event files in RUN/tb (None: when the extra is installed)
     recipe: str | None = None  # the named recipe these values started from
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import torch
 from rich.console import Console
 
 from visionzoo import __version__
-from visionzoo.data import DeviceLoader, get_spec, load_dataset
+from visionzoo.data import DeviceLoader, load_dataset
+from visionzoo.data.folder_loader import FolderLoader, folder_spec
 from visionzoo.data.loader import Preprocess
 from visionzoo.engine import distributed as dist
 from visionzoo.engine.config import TrainConfig
@@ -85,16 +86,21 @@ def fit(
     dist.barrier()
     progress = TrainProgress(console, enabled=main and not quiet, every=cfg.log_every)
 
-    # Data: in memory, batches prepared on the device.
-    spec = get_spec(cfg.dataset)
-    train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download)
-    test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download)
-    if cfg.train_subset:
-        train_data = balanced_subset(train_data, cfg.train_subset, cfg.seed)
-    spec = train_data.spec
-
+    # Data: in memory, batches prepared on the device (or streamed by workers for big folders).
     torch.manual_seed(cfg.seed)
-    model, pre = build_model_for(cfg, spec)
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
+    if cfg.loader == "workers":
+        spec, train_root, test_root = folder_spec(cfg.dataset.partition(":")[2], cfg.image_size)
+        model, pre = build_model_for(cfg, spec)
+    else:
+        train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download)
+        test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download)
+        if cfg.train_subset:
+            train_data = balanced_subset(train_data, cfg.train_subset, cfg.seed)
+        spec = train_data.spec
+        model, pre = build_model_for(cfg, spec)
     head_keys: list[str] = []
     if cfg.init and not resume:
         head_keys = initialise(model, cfg.init)
@@ -103,22 +109,19 @@ def fit(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    world = dist.world_size()
-    if cfg.batch_size % world:
-        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
-    train_loader = DeviceLoader(
-        train_data, cfg.batch_size // world, pre, device, shuffle=True,
-        augment=augment_config(cfg, spec), seed=cfg.seed, rank=dist.rank(), world_size=world,
-    )  # fmt: skip
-    test_loader = DeviceLoader(
-        test_data,
-        cfg.eval_batch_size,
-        pre,
-        device,
-        rank=dist.rank(),
-        world_size=world,
-        shard_pad=False,
-    )
+    shard = dict(rank=dist.rank(), world_size=world)
+    if cfg.loader == "workers":
+        common = dict(num_workers=cfg.workers, seed=cfg.seed, device=device, **shard)
+        train_loader = FolderLoader(train_root, pre, cfg.batch_size // world, True, augment_config(cfg, spec), **common)
+        test_loader = FolderLoader(test_root, pre, cfg.eval_batch_size, False, **common)
+        n_train, n_test = len(train_loader.dataset), len(test_loader.dataset)
+    else:
+        train_loader = DeviceLoader(
+            train_data, cfg.batch_size // world, pre, device, shuffle=True,
+            augment=augment_config(cfg, spec), seed=cfg.seed, **shard,
+        )  # fmt: skip
+        test_loader = DeviceLoader(test_data, cfg.eval_batch_size, pre, device, shard_pad=False, **shard)
+        n_train, n_test = len(train_data), len(test_data)
 
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
@@ -147,12 +150,13 @@ def fit(
         atomic_write_json(out / CONFIG, run_config(cfg, spec, pre, model, "running"))
     params = sum(p.numel() for p in model.parameters())
     progress.log(
-        f"training {cfg.model} ({params:,} parameters) on {spec.name}: {len(train_data):,} train / "
-        f"{len(test_data):,} test images, input {pre.in_channels}x{pre.image_size}x{pre.image_size}, "
+        f"training {cfg.model} ({params:,} parameters) on {spec.name}: {n_train:,} train / "
+        f"{n_test:,} test images, input {pre.in_channels}x{pre.image_size}x{pre.image_size}, "
         f"{cfg.epochs} epochs, batch {cfg.batch_size}, device {device}"
         + (f", {world} processes" if world > 1 else "")
     )
 
+    writer = _tensorboard(cfg, out) if main else None
     train_seconds = sum(r.get("time_s", 0.0) for r in state.history)
     last: dict[str, Any] = state.history[-1] if state.history else {}
     with progress:
@@ -204,6 +208,11 @@ def fit(
             if main:
                 save_checkpoint(ckpt_path, state, cfg)
                 append_jsonl(out / METRICS, record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if key != "epoch" and isinstance(value, (int, float)):
+                            writer.add_scalar(key, value, record["epoch"])
+                    writer.flush()
                 save_weights(out / WEIGHTS, ema.module if ema is not None else model)
             last = record
             progress.log(
@@ -214,6 +223,8 @@ def fit(
                 + f"  {record['images_per_s']:,.0f} img/s  {elapsed:.1f}s"
             )
 
+    if writer is not None:
+        writer.close()
     final_model = ema.module if ema is not None else model
     final = evaluate(final_model, test_loader, spec.num_classes, autocast, cfg.channels_last)
     final_metrics = {
@@ -238,6 +249,19 @@ def fit(
     dist.barrier()
     dist.teardown()
     return final_metrics
+
+
+def _tensorboard(cfg: TrainConfig, out: Path):
+    """A SummaryWriter in RUN/tb when TensorBoard is installed (or asked for)."""
+    if cfg.tensorboard is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if cfg.tensorboard:
+            raise UserError("--tensorboard needs: pip install 'visionzoo[tensorboard]'") from None
+        return None
+    return SummaryWriter(log_dir=str(out / "tb"))
 
 
 def _json_line(record: dict[str, Any]) -> str:
