@@ -75,6 +75,7 @@ def fit(
 ) -> dict[str, Any]:
     """Train `cfg.model` on `cfg.dataset` into the run folder `out`; returns the final metrics."""
     cfg.validate()
+    wall_start = time.perf_counter()
     out = Path(out)
     device = dist.setup(pick_device(cfg.device))
     autocast = make_autocast(cfg.precision, device)  # refuses fp16 without CUDA, before any work
@@ -195,6 +196,7 @@ def fit(
                 "images_per_s": (state.sums["seen"] - seen0) * world / max(elapsed, 1e-9),
                 "time_s": elapsed,
                 "train_seconds": train_seconds,
+                "wall_s": time.perf_counter() - wall_start,  # since fit() began, this process
                 "trainable_params": count_trainable(model),
             }
             if ema is not None:
