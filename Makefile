@@ -36,7 +36,7 @@ system-deps:
 
 data: install
 	@SKIP_BROWSER=1 $(MAKE) --no-print-directory system-deps
-	$(VENV)/bin/visionzoo data fashion-mnist
+	$(VENV)/bin/visionzoo data fashion-mnist --download
 
 demo: data
 	$(VENV)/bin/visionzoo train lenet5 --dataset fashion-mnist --recipe demo --out $(DEMO_OUT) --overwrite
