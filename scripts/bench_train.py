@@ -50,9 +50,17 @@ def torchvision_loader(root: Path, batch_size: int, pad: int, workers: int):
         transforms.ToTensor(),
         transforms.Normalize((0.2860,), (0.3530,)),
     ]
-    ds = datasets.FashionMNIST(str(root), train=True, download=False, transform=transforms.Compose(steps))
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       persistent_workers=True, drop_last=True)  # fmt: skip
+    ds = datasets.FashionMNIST(
+        str(root), train=True, download=False, transform=transforms.Compose(steps)
+    )
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=True,
+        drop_last=True,
+    )
 
 
 def time_steps(model, opt, batches, steps: int) -> float:
@@ -84,9 +92,9 @@ def throughput(models: list[str], steps: int, rounds: int, batch_size: int) -> d
             opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             aug = AugmentConfig(crop_padding=2, hflip=True)
             ours_loader = DeviceLoader(data, batch_size, pre, shuffle=True, augment=aug, seed=0)
-            ours = cycle(lambda: ours_loader.epoch(0))
+            ours = cycle(ours_loader.epoch)
             tv_loader = torchvision_loader(Path(tmp), batch_size, pre.pad, workers=2)
-            theirs = cycle(lambda: iter(tv_loader))
+            theirs = cycle(tv_loader.__iter__)
             time_steps(model, opt, ours, 5)  # warm-up both paths (workers start, caches fill)
             time_steps(model, opt, theirs, 5)
             a, b = [], []
@@ -101,11 +109,19 @@ def throughput(models: list[str], steps: int, rounds: int, batch_size: int) -> d
                 "rounds_torchvision": b,
                 "input": f"{pre.in_channels}x{pre.image_size}x{pre.image_size}",
             }
-            print(f"{name}: visionzoo {results[name]['visionzoo_in_memory_img_s']:,.0f} img/s, "
-                  f"torchvision pipeline {results[name]['torchvision_dataloader_img_s']:,.0f} img/s, "
-                  f"ratio {results[name]['ratio']:.2f}x", flush=True)  # fmt: skip
-    return {"batch_size": batch_size, "steps_per_round": steps, "rounds": rounds,
-            "augmentation": "random crop (pad 2) + horizontal flip", "results": results}  # fmt: skip
+            print(
+                f"{name}: visionzoo {results[name]['visionzoo_in_memory_img_s']:,.0f} img/s, "
+                f"torchvision pipeline {results[name]['torchvision_dataloader_img_s']:,.0f} img/s, "
+                f"ratio {results[name]['ratio']:.2f}x",
+                flush=True,
+            )
+    return {
+        "batch_size": batch_size,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "augmentation": "random crop (pad 2) + horizontal flip",
+        "results": results,
+    }
 
 
 def time_to_accuracy(model: str, target: float, recipe: str, overrides: dict) -> dict:
@@ -118,20 +134,33 @@ def time_to_accuracy(model: str, target: float, recipe: str, overrides: dict) ->
         t0 = time.perf_counter()
         fit(cfg, Path(tmp) / "run", quiet=False)
         total = time.perf_counter() - t0
-        records = [json.loads(x) for x in (Path(tmp) / "run/metrics.jsonl").read_text().splitlines()]
+        records = [
+            json.loads(x) for x in (Path(tmp) / "run/metrics.jsonl").read_text().splitlines()
+        ]
     # Wall clock from the start of fit() to the end of each epoch's evaluation.
     reached = next(
-        ({"epoch": r["epoch"], "wall_s": r["wall_s"], "test_acc": r["test_acc"]}
-         for r in records if r["test_acc"] >= target),
+        (
+            {"epoch": r["epoch"], "wall_s": r["wall_s"], "test_acc": r["test_acc"]}
+            for r in records
+            if r["test_acc"] >= target
+        ),
         None,
-    )  # fmt: skip
-    return {"model": model, "target": target, "recipe": cfg.to_dict(), "reached": reached,
-            "total_wall_s": total, "best_test_acc": max(r["test_acc"] for r in records),
-            "curve": [{k: r[k] for k in ("epoch", "test_acc", "train_acc", "time_s")} for r in records]}  # fmt: skip
+    )
+    return {
+        "model": model,
+        "target": target,
+        "recipe": cfg.to_dict(),
+        "reached": reached,
+        "total_wall_s": total,
+        "best_test_acc": max(r["test_acc"] for r in records),
+        "curve": [{k: r[k] for k in ("epoch", "test_acc", "train_acc", "time_s")} for r in records],
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput")
     t.add_argument("--models", default="lenet5,resnet20")
@@ -153,7 +182,14 @@ def main() -> None:
         overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
         result = time_to_accuracy(args.model, args.target, args.recipe, overrides)
         path = OUT / f"tta-{args.model}-{stamp}.json"
-        print(json.dumps({k: result[k] for k in ("model", "target", "reached", "best_test_acc", "total_wall_s")}))
+        print(
+            json.dumps(
+                {
+                    k: result[k]
+                    for k in ("model", "target", "reached", "best_test_acc", "total_wall_s")
+                }
+            )
+        )
     result["environment"] = environment()
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")

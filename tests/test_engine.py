@@ -43,10 +43,18 @@ def test_same_seed_same_weights(tmp_path):
 def test_recipe_options_run(tmp_path):
     cfg = TrainConfig(
         **{**QUICK, "epochs": 1, "lr": 2e-3},
-        optimizer="adamw", label_smoothing=0.1, ema_decay=0.9, grad_clip=1.0,
-        accumulate=2, random_erasing=0.25, mixup=0.2, cutmix=1.0, precision="bf16",
-        channels_last=True, warmup_epochs=0.5,
-    )  # fmt: skip
+        optimizer="adamw",
+        label_smoothing=0.1,
+        ema_decay=0.9,
+        grad_clip=1.0,
+        accumulate=2,
+        random_erasing=0.25,
+        mixup=0.2,
+        cutmix=1.0,
+        precision="bf16",
+        channels_last=True,
+        warmup_epochs=0.5,
+    )
     metrics = fit(cfg, tmp_path / "run", quiet=True)
     assert metrics["weights"] == "ema" and (tmp_path / "run/model_raw.safetensors").is_file()
     record = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])
@@ -75,11 +83,32 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "visionzoo", "train", "lenet5", "--dataset", "synthetic",
-        "--epochs", "2", "--batch-size", "32", "--threads", "1", "--quiet",
-        "--crop-padding", "2", "--random-erasing", "0.3", "--mixup", "0.2",
-        "--checkpoint-every", "3", "--out", str(out), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "visionzoo",
+        "train",
+        "lenet5",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--quiet",
+        "--crop-padding",
+        "2",
+        "--random-erasing",
+        "0.3",
+        "--mixup",
+        "0.2",
+        "--checkpoint-every",
+        "3",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_resume_after_kill_is_bit_exact(tmp_path):
@@ -100,7 +129,15 @@ def test_resume_after_kill_is_bit_exact(tmp_path):
     state = torch.load(ckpt, weights_only=True)
     assert state["epoch"] == 0 and state["batch"] > 0, "killed after the first epoch: test too slow"
 
-    resume = [sys.executable, "-m", "visionzoo", "train", "--resume", str(tmp_path / "cut"), "--quiet"]
+    resume = [
+        sys.executable,
+        "-m",
+        "visionzoo",
+        "train",
+        "--resume",
+        str(tmp_path / "cut"),
+        "--quiet",
+    ]
     subprocess.run(resume, check=True, env=env, timeout=300)
     a = load_file(tmp_path / "whole/model.safetensors")
     b = load_file(tmp_path / "cut/model.safetensors")
@@ -130,8 +167,17 @@ def test_imagefolder_with_dataloader_workers(tmp_path):
             folder = tmp_path / "photos" / split / f"c{label}"
             folder.mkdir(parents=True, exist_ok=True)
             write_png(img.expand(3, -1, -1).contiguous(), str(folder / f"{i}.png"))
-    cfg = TrainConfig(model="lenet5", dataset=f"imagefolder:{tmp_path / 'photos'}", loader="workers",
-                      workers=2, image_size=32, epochs=1, batch_size=32, threads=1, hflip=False)  # fmt: skip
+    cfg = TrainConfig(
+        model="lenet5",
+        dataset=f"imagefolder:{tmp_path / 'photos'}",
+        loader="workers",
+        workers=2,
+        image_size=32,
+        epochs=1,
+        batch_size=32,
+        threads=1,
+        hflip=False,
+    )
     metrics = fit(cfg, tmp_path / "run", quiet=True)
     config = json.loads((tmp_path / "run/config.json").read_text())
     assert config["preprocess"]["image_size"] == 32 and config["model_kwargs"]["in_channels"] == 3

@@ -34,13 +34,24 @@ def rgb_folder(tmp_path_factory):
     for c in range(4):
         (root / f"c{c}").mkdir()
         for i, idx in enumerate((data.labels == c).nonzero().flatten()[:30].tolist()):
-            write_png(data.images[idx].expand(3, -1, -1).contiguous(), str(root / f"c{c}" / f"{i}.png"))
+            write_png(
+                data.images[idx].expand(3, -1, -1).contiguous(), str(root / f"c{c}" / f"{i}.png")
+            )
     return root
 
 
 def test_finetune_resets_head_adapts_channels_and_freezes(source_run, rgb_folder, tmp_path):
-    cfg = TrainConfig(model="lenet5", dataset=f"imagefolder:{rgb_folder}", epochs=2, batch_size=16,
-                      lr=0.01, threads=1, init=str(source_run), freeze_epochs=1, layer_decay=0.7)  # fmt: skip
+    cfg = TrainConfig(
+        model="lenet5",
+        dataset=f"imagefolder:{rgb_folder}",
+        epochs=2,
+        batch_size=16,
+        lr=0.01,
+        threads=1,
+        init=str(source_run),
+        freeze_epochs=1,
+        layer_decay=0.7,
+    )
     fit(cfg, tmp_path / "ft", quiet=True)
     records = [json.loads(x) for x in (tmp_path / "ft/metrics.jsonl").read_text().splitlines()]
     assert records[0]["trainable_params"] == 84 * 4 + 4  # only the new head while frozen
@@ -68,7 +79,9 @@ def test_init_from_torchvision_offline(monkeypatch, tmp_path):
     import torchvision
 
     reference = torchvision.models.resnet18(weights=None)
-    monkeypatch.setattr(transfer, "fetch_reference_weights", lambda lib, name: reference.state_dict())
+    monkeypatch.setattr(
+        transfer, "fetch_reference_weights", lambda lib, name: reference.state_dict()
+    )
     model = create_model("resnet18", num_classes=10, in_channels=1, small_input=False)
     reset = transfer.initialise(model, "torchvision:resnet18")
     assert all(k.startswith("fc") or "fc" in k or "classifier" in k for k in reset), reset

@@ -116,8 +116,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     test = load_dataset(args.dataset, "test", args.data_dir, args.download)
     s = train.spec
     console.print(
-        f"{s.name}: {len(train):,} train / {len(test):,} test images, {s.channels}x{s.size}x{s.size}, "
-        f"{s.num_classes} classes ({', '.join(s.classes[:10])}{'...' if s.num_classes > 10 else ''})"
+        f"{s.name}: {len(train):,} train / {len(test):,} test images, "
+        f"{s.channels}x{s.size}x{s.size}, {s.num_classes} classes "
+        f"({', '.join(s.classes[:10])}{'...' if s.num_classes > 10 else ''})"
     )
     if s.train_size and len(train) != s.train_size and s.format == "idx":
         console.print(
@@ -166,7 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = fit(cfg, out, overwrite=args.overwrite, resume=resume, quiet=args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         console.print(
-            f"[bold]test accuracy {metrics['test_acc']:.2%}[/bold] (top-5 {metrics['test_top5']:.2%}) "
+            f"[bold]test accuracy {metrics['test_acc']:.2%}[/bold] "
+            f"(top-5 {metrics['test_top5']:.2%}) "
             f"after {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training; "
             f"run saved in {out}"
         )
@@ -184,12 +186,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = load_dataset(name, "test", args.data_dir)
     if list(data.spec.classes) != run.class_names:
         raise UserError(
-            f"{name} has other classes than the run ({data.spec.num_classes} vs {len(run.class_names)})"
+            f"{name} has other classes than the run "
+            f"({data.spec.num_classes} vs {len(run.class_names)})"
         )
     pre = Preprocess.from_dict(run.config["preprocess"])
     if data.spec.size != (pre.data_size or data.spec.size) or data.spec.channels != pre.in_channels:
         raise UserError(
-            f"{name} images are {data.spec.channels}x{data.spec.size}px; the run expects {pre.in_channels}x{pre.data_size}px"
+            f"{name} images are {data.spec.channels}x{data.spec.size}px; "
+            f"the run expects {pre.in_channels}x{pre.data_size}px"
         )
     loader = DeviceLoader(data, args.batch_size, pre)
     result = evaluate(run.model, loader, data.spec.num_classes)
@@ -198,7 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     console.print(
-        f"{args.run} on {name} test ({result['n']:,} images): top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%}, loss {result['loss']:.4f}"
+        f"{args.run} on {name} test ({result['n']:,} images): top-1 {result['top1']:.2%}, "
+        f"top-5 {result['top5']:.2%}, loss {result['loss']:.4f}"
     )
     table = Table(title="per-class accuracy and confusion matrix (rows: true, columns: predicted)")
     table.add_column("class")

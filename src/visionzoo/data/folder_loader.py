@@ -70,7 +70,9 @@ class FolderLoader:
     ) -> None:
         from torchvision.datasets import ImageFolder
 
-        self.dataset = ImageFolder(str(root), transform=folder_transform(preprocess, train, augment))
+        self.dataset = ImageFolder(
+            str(root), transform=folder_transform(preprocess, train, augment)
+        )
         self.num_classes = len(self.dataset.classes)
         self.batch_size, self.train, self.augment = batch_size, train, augment
         self.num_workers, self.seed, self.device = num_workers, seed, torch.device(device)
@@ -79,7 +81,9 @@ class FolderLoader:
     def _order(self, epoch: int) -> list[int]:
         n = len(self.dataset)
         if self.train:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            )
         else:
             order = torch.arange(n)
         return order[self.rank :: self.world_size].tolist()

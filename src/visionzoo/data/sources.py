@@ -117,7 +117,10 @@ def how_to_get(spec: DatasetSpec, dirs: list[Path]) -> str:
     where = ", ".join(str(d) for d in dirs[:3])
     hint = f"looked in {where} and {len(dirs) - 3} more" if len(dirs) > 3 else f"looked in {where}"
     if spec.name == "fashion-mnist":
-        how = "on Debian: apt-get install dataset-fashion-mnist; or: visionzoo data fashion-mnist --download"
+        how = (
+            "on Debian: apt-get install dataset-fashion-mnist; "
+            "or: visionzoo data fashion-mnist --download"
+        )
     else:
         how = f"visionzoo data {spec.name} --download (needs the network), or --data-dir DIR"
     return f"{spec.name} files not found ({hint}); {how}"

@@ -14,9 +14,7 @@ class TrainConfig:
     # What to train on what.
     model: str = "lenet5"
     dataset: str = "fashion-mnist"
-    data_dir: str | None = (
-        None  # extra folder to look for dataset files (else $VISIONZOO_DATA, caches, /usr/share/datasets)
-    )
+    data_dir: str | None = None  # another folder to search for dataset files
     download: bool = False  # fetch missing dataset files from the official mirrors (checksummed)
     image_size: int | None = (
         None  # model input side; None: the dataset's, padded/resized to the model's minimum
@@ -27,7 +25,8 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(
         default_factory=dict
     )  # extra builder arguments (e.g. dropout)
-    loader: str = "memory"  # "memory": decoded once into uint8 tensors; "workers": imagefolder streamed by DataLoader workers
+    # "memory": decoded once into uint8 tensors; "workers": imagefolder read by DataLoader workers
+    loader: str = "memory"
     workers: int = 2  # DataLoader worker processes for --loader workers
     train_subset: int | None = None  # use only the first N (class-balanced, seeded) training images
     # Optimisation.
@@ -84,7 +83,9 @@ class TrainConfig:
         0  # also save the training state every N optimizer steps (0: at epoch ends only)
     )
     log_every: int = 20  # progress-bar refresh, in steps
-    tensorboard: bool | None = None  # TensorBoard event files in RUN/tb (None: when the extra is installed)
+    tensorboard: bool | None = (
+        None  # TensorBoard event files in RUN/tb (None: when the extra is installed)
+    )
     recipe: str | None = None  # the named recipe these values started from
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +124,7 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
             (
                 self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
-                f"--freeze-epochs ({self.freeze_epochs}) must be less than --epochs ({self.epochs})",
+                f"--freeze-epochs ({self.freeze_epochs}) must be < --epochs ({self.epochs})",
             ),
             (
                 not (self.freeze_epochs and not self.init),
@@ -136,7 +137,7 @@ class TrainConfig:
             (0 < self.layer_decay <= 1, f"--layer-decay must be in (0, 1], got {self.layer_decay}"),
             (
                 self.batch_size % self.accumulate == 0,
-                f"--batch-size {self.batch_size} is not divisible by --accumulate {self.accumulate}",
+                f"--batch-size {self.batch_size} is not a multiple of --accumulate",
             ),
         ]
         for ok, message in checks:

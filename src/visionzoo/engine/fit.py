@@ -113,7 +113,9 @@ def fit(
     shard = dict(rank=dist.rank(), world_size=world)
     if cfg.loader == "workers":
         common = dict(num_workers=cfg.workers, seed=cfg.seed, device=device, **shard)
-        train_loader = FolderLoader(train_root, pre, cfg.batch_size // world, True, augment_config(cfg, spec), **common)
+        train_loader = FolderLoader(
+            train_root, pre, cfg.batch_size // world, True, augment_config(cfg, spec), **common
+        )
         test_loader = FolderLoader(test_root, pre, cfg.eval_batch_size, False, **common)
         n_train, n_test = len(train_loader.dataset), len(test_loader.dataset)
     else:
@@ -121,7 +123,9 @@ def fit(
             train_data, cfg.batch_size // world, pre, device, shuffle=True,
             augment=augment_config(cfg, spec), seed=cfg.seed, **shard,
         )  # fmt: skip
-        test_loader = DeviceLoader(test_data, cfg.eval_batch_size, pre, device, shard_pad=False, **shard)
+        test_loader = DeviceLoader(
+            test_data, cfg.eval_batch_size, pre, device, shard_pad=False, **shard
+        )
         n_train, n_test = len(train_data), len(test_data)
 
     optimizer = build_optimizer(model, cfg)
@@ -169,7 +173,7 @@ def fit(
             seen0 = state.sums["seen"]
             t0 = time.perf_counter()
 
-            def on_step(s: TrainState, loss: float) -> None:
+            def on_step(s: TrainState, loss: float, seen0: float = seen0) -> None:
                 progress.step(
                     s.batch,
                     s.sums["seen"] - seen0,
