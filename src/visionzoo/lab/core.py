@@ -1,0 +1,402 @@
+"""The lab's machinery: claims, budgets, training arms through `fit`, statistics, verdicts.
+
+A claim is a function that receives a `Context` and returns its figures and verdict. Every
+arm is trained by `visionzoo.engine.fit.fit` with the same recipe as the other arms of its
+claim; `Context.train` keeps each epoch's record. Verdicts come from the rules below,
+written before any result was seen: a difference counts only when it is larger than twice
+its standard error, in the claimed direction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visionzoo.errors import UserError
+
+BUDGETS = ("smoke", "quick", "full")
+VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
+REPRODUCED, PARTLY, NOT = VERDICTS
+MNIST_5K = os.environ.get("VISIONZOO_MNIST_DIR", "/work/shared/data/mnist-5k")
+KEEP = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "images_per_s")
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    title: str  # one line
+    paper: str  # authors, year, venue
+    quote: str  # the paper's words (verbatim where the reference file has them)
+    source: str  # where the quote and figures come from
+    models: tuple[str, ...]  # registered models whose cards show this claim
+    rule: str  # the verdict rule, in words (the code is in the claim's function)
+    run: Callable[[Context], dict[str, Any]] = field(repr=False, compare=False)
+
+
+CLAIMS: dict[str, Claim] = {}
+
+
+def claim(name: str, **meta: Any) -> Callable[[Callable], Callable]:
+    def decorator(fn: Callable[[Context], dict[str, Any]]) -> Callable:
+        CLAIMS[name] = Claim(name=name, run=fn, **meta)
+        return fn
+
+    return decorator
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics and verdict rules (fixed before any result was seen)
+
+
+def mean(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def std_error(xs: Iterable[float], floor: float = 0.0) -> float:
+    """Standard error of the mean over seeds, never below `floor` (with one seed: `floor`)."""
+    xs = list(xs)
+    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
+    return max(se, floor)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Sampling error of an accuracy p measured on n images: the floor of any SE."""
+    if n <= 0 or not 0 <= p <= 1:
+        return 0.0
+    return math.sqrt(p * (1 - p) / n)
+
+
+def difference(a: list[float], b: list[float], floor_a: float = 0.0, floor_b: float = 0.0) -> dict:
+    """mean(a) - mean(b) with the standard error of the difference (independent arms)."""
+    se = math.hypot(std_error(a, floor_a), std_error(b, floor_b))
+    return {"diff": mean(a) - mean(b), "se": se, "n_a": len(a), "n_b": len(b)}
+
+
+def verdict_greater(diff: float, se: float, margin: float = 0.0) -> str:
+    """The claim says diff > 0 (diff is oriented so). Reproduced: diff > 2 SE (and > margin);
+    partly: the right direction but within the noise (or below the margin); else not."""
+    if diff > 2 * se and diff > margin:
+        return REPRODUCED
+    if diff > 0:
+        return PARTLY
+    return NOT
+
+
+def verdict_noninferior(diff: float, se: float, margin: float) -> str:
+    """The claim says "no worse" (diff = new - old accuracy, in points). Reproduced: the
+    lower 2-SE bound is above -margin; partly: the mean is above -margin; else not."""
+    if diff - 2 * se > -margin:
+        return REPRODUCED
+    if diff > -margin:
+        return PARTLY
+    return NOT
+
+
+def combine(verdicts: Iterable[str]) -> str:
+    """Several sub-claims: all reproduced -> reproduced; none even partly -> not; else partly."""
+    vs = list(verdicts)
+    if vs and all(v == REPRODUCED for v in vs):
+        return REPRODUCED
+    if all(v == NOT for v in vs):
+        return NOT
+    return PARTLY
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def pm(diff: float, se: float, unit: str = " pp") -> str:
+    """'+1.23 ± 0.45 pp' for fractions."""
+    return f"{100 * diff:+.2f} ± {100 * se:.2f}{unit} (2 SE = {200 * se:.2f})"
+
+
+# ---------------------------------------------------------------------------------------
+# Environment
+
+
+def environment() -> dict[str, Any]:
+    from visionzoo import __version__
+    from visionzoo.engine.train import git_commit
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "visionzoo": __version__,
+        "git_commit": git_commit(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The context a claim runs in
+
+
+@dataclass
+class Context:
+    budget: str = "quick"
+    dataset: str = "fashion-mnist"
+    seeds: int | None = None  # None: the claim's default for the budget
+    data_dir: str | None = None
+    quiet: bool = True
+    console: Any = None
+    work: Path | None = None  # run folders (a temporary folder by default)
+    log: list[str] = field(default_factory=list)
+    runs: int = 0
+
+    def pick(self, smoke: Any, quick: Any, full: Any) -> Any:
+        return {"smoke": smoke, "quick": quick, "full": full}[self.budget]
+
+    def seed_list(self, smoke: int = 1, quick: int = 2, full: int = 5) -> list[int]:
+        n = self.seeds if self.seeds else self.pick(smoke, quick, full)
+        return list(range(n))
+
+    def say(self, text: str) -> None:
+        self.log.append(text)
+        if self.console is not None and not self.quiet:
+            self.console.print(text)
+
+    def data_dir_for(self, dataset: str) -> str | None:
+        if dataset == "mnist" and not self.data_dir and Path(MNIST_5K).is_dir():
+            return MNIST_5K
+        return self.data_dir
+
+    def test_size(self, dataset: str | None = None) -> int:
+        from visionzoo.data import load_dataset
+
+        name = dataset or self.dataset
+        return len(load_dataset(name, "test", self.data_dir_for(name)).labels)
+
+    def train(self, arm: str, seed: int, **cfg: Any) -> dict[str, Any]:
+        """Train one arm (a TrainConfig's fields) with one seed; returns final metrics, the
+        per-epoch curve, the run folder and the wall time."""
+        from visionzoo.engine.config import TrainConfig
+        from visionzoo.engine.fit import fit
+        from visionzoo.engine.train import TrainingDiverged
+        from visionzoo.runs import read_metrics
+
+        cfg.setdefault("dataset", self.dataset)
+        cfg.setdefault("data_dir", self.data_dir_for(cfg["dataset"]))
+        assert self.work is not None
+        out = self.work / f"{arm}-seed{seed}".replace("/", "_")
+        self.runs += 1
+        t0 = time.perf_counter()
+        try:
+            final = fit(
+                TrainConfig(seed=seed, **cfg),
+                out,
+                overwrite=True,
+                quiet=self.quiet,
+                console=self.console,
+            )
+        except TrainingDiverged as err:  # a result, not a crash: the arm failed to train
+            from visionzoo.data import get_spec
+
+            chance = 1 / get_spec(cfg["dataset"]).num_classes
+            final = {"test_acc": chance, "train_acc": chance, "diverged": str(err)}
+            self.say(f"  {arm} seed {seed} diverged: scored at chance ({chance:.2f})")
+        wall = time.perf_counter() - t0
+        curve = (
+            [{k: r[k] for k in KEEP if k in r} for r in read_metrics(out)] if out.is_dir() else []
+        )
+        self.say(
+            f"  [{self.runs}] {arm} seed {seed}: test {pct(final['test_acc'])}, "
+            f"train {pct(final['train_acc'] or 0)} ({wall:.0f} s)"
+        )
+        return {"final": _plain(final), "curve": curve, "run_dir": str(out), "wall_s": wall}
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, type(None)))}
+
+
+def model_cost(
+    model: str, dataset: str, image_size: int | None = None, data_dir=None, **model_kwargs: Any
+) -> dict[str, Any]:
+    """Parameters and multiply-adds of one image, for the model as `fit` builds it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from visionzoo.data import get_spec
+    from visionzoo.engine.config import TrainConfig
+    from visionzoo.engine.train import build_model_for
+
+    cfg = TrainConfig(
+        model=model,
+        dataset=dataset,
+        image_size=image_size,
+        model_kwargs=model_kwargs,
+        data_dir=data_dir,
+    )
+    net, pre = build_model_for(cfg, get_spec(dataset))
+    net.eval()
+    x = torch.zeros(1, pre.in_channels, pre.image_size, pre.image_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x)
+    return {
+        "params": sum(p.numel() for p in net.parameters()),
+        "macs": counter.get_total_flops() // 2,
+        "input": [pre.in_channels, pre.image_size, pre.image_size],
+    }
+
+
+def arm_summary(runs: list[dict[str, Any]], key: str = "test_acc", floor: float = 0.0) -> dict:
+    values = [r["final"][key] for r in runs]
+    return {"mean": mean(values), "se": std_error(values, floor), "values": values}
+
+
+# ---------------------------------------------------------------------------------------
+# Running a claim and writing its result
+
+
+def run_claim(
+    name: str,
+    budget: str = "quick",
+    dataset: str | None = None,
+    seeds: int | None = None,
+    data_dir: str | None = None,
+    out: str | Path = "results/lab",
+    quiet: bool = True,
+    console: Any = None,
+    keep_runs: bool = False,
+) -> dict[str, Any]:
+    """Run one claim and write `out/NAME.json` and `out/NAME.png`; returns the result."""
+    from visionzoo.lab.nets import lab_models
+
+    if name not in CLAIMS:
+        import difflib
+
+        close = difflib.get_close_matches(name, CLAIMS, n=3)
+        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown claim {name!r}{hint} (see `visionzoo lab list`)")
+    if budget not in BUDGETS:
+        raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    c = CLAIMS[name]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(
+        budget=budget,
+        dataset=dataset or "fashion-mnist",
+        seeds=seeds,
+        data_dir=data_dir,
+        quiet=quiet,
+        console=console,
+    )
+    ctx.say(f"lab {name} ({budget}): {c.title}")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"visionzoo-lab-{name}-") as tmp, lab_models():
+        ctx.work = out / "runs" / name if keep_runs else Path(tmp)
+        body = c.run(ctx)
+    result = {
+        "claim": name,
+        "title": c.title,
+        "models": list(c.models),
+        "verdict": body.pop("verdict"),
+        "summary": body.pop("summary"),
+        "paper": c.paper,
+        "quote": c.quote,
+        "source": c.source,
+        "rule": c.rule,
+        "budget": budget,
+        "dataset": ctx.dataset,
+        "seeds": ctx.seeds,
+        **body,
+        "log": ctx.log,
+        "runs": ctx.runs,
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(),
+    }
+    assert result["verdict"] in VERDICTS, result["verdict"]
+    draw = result.pop("_plot", None)
+    if draw is not None:
+        save_plot(draw, out / f"{name}.png", result)
+        result["plot"] = f"{name}.png"
+    (out / f"{name}.json").write_text(json.dumps(_finite(result), indent=1, default=str) + "\n")
+    ctx.say(f"verdict: {result['verdict']}. {result['summary']}")
+    return result
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------
+# Plots
+
+
+def save_plot(draw: Callable, path: Path, result: dict[str, Any]) -> None:
+    """Call `draw(fig)` on a fresh Agg figure, title it with the verdict, save it as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(11, 4.2), dpi=100)
+    draw(fig)
+    fig.suptitle(
+        f"{result['claim']}: {result['verdict']} ({result['budget']} budget, {result['dataset']})",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curves(ax, arms: dict[str, list[dict[str, Any]]], key: str, ylabel: str, error: bool = False):
+    """Mean over seeds of one per-epoch metric, one line per arm (1 - acc when error)."""
+    for arm, runs in arms.items():
+        n = min(len(r["curve"]) for r in runs)
+        if n == 0:
+            continue
+        ys = [mean(r["curve"][i][key] for r in runs) for i in range(n)]
+        ys = [1 - y for y in ys] if error else ys
+        ax.plot(range(1, n + 1), ys, marker="o", ms=3, label=arm)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def bars(ax, labels: list[str], values: list[float], errors: list[float] | None, ylabel: str):
+    xs = range(len(labels))
+    ax.bar(xs, values, yerr=[2 * e for e in errors] if errors else None, capsize=4, color="#4c78a8")
+    ax.set_xticks(list(xs), labels, rotation=20, fontsize=8, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if values and errors is not None and all(v > 0.5 for v in values):
+        lo = min(v - 2 * e for v, e in zip(values, errors))
+        ax.set_ylim(max(0.0, lo - 0.02), min(1.0, max(values) + 0.02))
