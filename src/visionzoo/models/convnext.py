@@ -22,12 +22,11 @@ linear layers being the 1x1 convolutions of the inverted bottleneck run channels
 gamma is the layer scale of CaiT (Touvron et al. 2021), initialised to 1e-6, and the
 residual branch is dropped per sample by stochastic depth (rate linear in block index).
 
-NOTE: The 1x1 convolutions are `nn.Linear` layers on a channels-last tensor, as in the
-official code and torchvision; the arithmetic is that of a 1x1 convolution.
-NOTE: The classifier head is global average pooling -> LayerNorm -> Linear, as in the
-official code; the paper's Figure and Table 9 do not draw the head's LayerNorm.
-NOTE: `drop_path_rate` defaults to torchvision's stochastic depth rates (0.1 T, 0.4 S,
-0.5 B and L); the paper's ImageNet-1k recipe uses 0.1, 0.4, 0.5 and 0.5 as well.
+The two 1x1 convolutions are `nn.Linear` layers on a channels-last tensor (same arithmetic),
+and the head is global average pooling -> LayerNorm -> Linear, both as in the official code
+and torchvision. Stochastic depth defaults to the paper's ImageNet-1k rates, which are also
+torchvision's: 0.1 (T), 0.4 (S), 0.5 (B, L).
+
 NOTE: `small_input=True` (28x28 and 32x32 images) patchifies with a 2x2/2 stem instead of
 4x4/4, so the total stride is 16 and a 32x32 image keeps a 2x2 map in the last stage.
 """

@@ -8,19 +8,20 @@ h + alpha * f(h / beta) whose input is downscaled by its expected standard devia
 scaled weight standardization with variance-preserving activations, and adaptive gradient
 clipping (`visionzoo.engine.agc`) so that large batches and strong augmentation train stably.
 
-Signal propagation (Brock et al. 2021a, arXiv:2101.08692; Section 3 of this paper). Every
+Signal propagation (from NF-ResNets, Brock et al. 2021a, arXiv:2101.08692). Every
 convolution standardizes its weights per output unit, W_hat = gain * (W - mean(W)) /
 (std(W) sqrt(fan_in)) (`ScaledStdConv2d`), so a unit-variance input gives a unit-variance
 output; each activation is multiplied by the constant gamma that makes it variance
-preserving for a standard normal input (GELU: gamma = 1.7015). Block i sees h_i / beta_i with
+preserving for a standard normal input (GELU: gamma = 1.7015, DeepMind's sampled constant;
+1 / std(GELU(z)) is 1.6999). Block i sees h_i / beta_i with
 beta_i = sqrt(Var(h_i)) known analytically: Var(h_{i+1}) = Var(h_i) + alpha^2 (alpha = 0.2),
 and each stage's first (transition) block, whose shortcut is a 1x1 convolution of the scaled
 input, resets it to 1 + alpha^2. The squeeze-excite output is doubled (its sigmoid gate
 halves the variance at initialisation) and each residual branch ends in a scalar "skipinit"
 gain initialised to zero, so every block starts as the identity.
 
-NFNet-F0 (Section 4, Figure 6 and Table 7 of the appendix): a SE-ResNeXt-D-like network. Stem:
-four 3x3 convolutions (16/2, 32, 64, 128/2 channels/stride). Four stages of bottleneck
+NFNet-F0 is a SE-ResNeXt-D-like network. Stem: four 3x3 convolutions (16/2, 32, 64,
+128/2 channels/stride). Four stages of bottleneck
 blocks, depths (1, 2, 6, 3), widths (256, 512, 1536, 1536), strides (1, 2, 2, 2), bottleneck
 ratio 0.5, grouped 3x3 convolutions with group width 128 and an extra 3x3 convolution per
 block; transition shortcuts are 2x2 average pooling + 1x1 convolution. Then a 1x1
@@ -28,15 +29,15 @@ convolution to 2 x 1536 = 3072 channels, GELU, global average pooling, dropout (
 and the classifier. 71.5M parameters; 83.6% top-1 at 256x256 (trained at 192x192).
 
 NOTE: `nfnet_f0` is timm's `dm_nfnet_f0`, the layout of DeepMind's released JAX weights:
-TensorFlow "SAME" padding (stride-2 3x3 convolutions pad one pixel at the bottom and right
-only), gamma applied in the activation (not folded into the weights), skipinit gains, and
-the pre-activation beta scaling applied after the first activation: x' = gamma GELU(x) /
-beta rather than the paper's f(h / beta). Our logits equal timm's after a port.
+TensorFlow "SAME" padding (on even sizes a stride-2 3x3 convolution pads one pixel at the
+bottom and right only), gamma applied in the activation (not folded into the weights),
+skipinit gains, and the pre-activation beta scaling applied after the first activation:
+x' = gamma GELU(x) / beta rather than the paper's f(h / beta). Our logits equal timm's.
 NOTE: Weight standardization follows timm: (W - mean) / sqrt((var + 1e-5) fan_in); DeepMind's
 code computes (W - mean) / sqrt(max(var fan_in, 1e-4)). The two agree except for kernels
 with near-zero variance.
 NOTE: GELU is the exact erf form (PyTorch and timm); DeepMind's JAX code calls
-jax.nn.gelu, whose default is the tanh approximation. The difference is below 1e-3.
+jax.nn.gelu, whose default is the tanh approximation (they differ by at most 5e-4).
 NOTE: Stochastic depth defaults to rate 0.25 with DeepMind's per-block rule (rate x block
 index / number of blocks); timm defaults to none.
 NOTE: `min_image_size` is 32, the total stride. With SAME padding smaller inputs still run,
@@ -68,7 +69,7 @@ FAMILY = Family(
     authors="Andrew Brock, Soham De, Samuel L. Smith, Karen Simonyan",
 )
 
-# 1 / std(GELU(z)) for z ~ N(0, 1), DeepMind's constant (nfnets/base.py).
+# gamma with Var(gamma GELU(z)) ~ 1 for z ~ N(0, 1): DeepMind's constant (nfnets/base.py).
 GELU_GAMMA = 1.7015043497085571
 
 
