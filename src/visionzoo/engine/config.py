@@ -69,6 +69,7 @@ class TrainConfig:
     )
     channels_last: bool = False  # NHWC memory layout: faster convolutions on most hardware
     compile: bool = False  # torch.compile; falls back to eager with a message if it fails
+    deterministic: bool = False  # deterministic kernels (for bit-exact resume on CUDA; slower)
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     eval_batch_size: int = 1000  # evaluation is cheap per image; large batches amortise overhead
     # Transfer learning.
