@@ -351,15 +351,24 @@ class Explorer:
             from visionzoo.explorer.diagram import model_diagram
             from visionzoo.registry import create_model
 
-            try:
-                with self._lock, torch.no_grad():
-                    model = create_model(name).eval()
-                    size = info.image_size
-                    x = torch.randn(1, info.in_channels, size, size)
-                    self._diagrams[name] = {**model_diagram(model, x), "image_size": size}
-                    del model
-            except Exception as err:  # noqa: BLE001 - reported to the page, not raised
-                raise Failed(f"drawing {name} failed: {type(err).__name__}: {err}") from None
+            size = info.image_size
+            err: Exception | None = None
+            # Shapes are all a diagram needs: on the meta device nothing is computed or
+            # allocated (VGG-19 in 0.3 s instead of three real forward passes); code that
+            # the meta device cannot run is drawn from a real CPU pass instead.
+            for device in ("meta", "cpu"):
+                try:
+                    with self._lock, torch.no_grad(), torch.device(device):
+                        model = create_model(name).eval()
+                        x = torch.randn(1, info.in_channels, size, size)
+                        drawn = model_diagram(model, x)
+                    self._diagrams[name] = {**drawn, "image_size": size, "device": device}
+                    break
+                except Exception as e:  # noqa: BLE001 - reported to the page, not raised
+                    err = e
+            else:
+                assert err is not None
+                raise Failed(f"drawing {name} failed: {type(err).__name__}: {err}")
         return self._diagrams[name]
 
     def source(self, name: str) -> dict[str, Any]:
