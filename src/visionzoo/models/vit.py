@@ -24,7 +24,7 @@ NOTE: The paper's pre-training head is an MLP with one tanh hidden layer; fine-t
 torchvision use a single linear layer, as here.
 NOTE: `small_input=True` (28x28/32x32 data) uses 4x4 patches and image_size 32 (an 8x8 grid;
 build with image_size=28 for a 7x7 grid); the encoder is unchanged.
-NOTE: Initialisation follows timm/DeiT (truncated normal, std 0.02) rather than the paper's
+NOTE: Initialisation follows timm/DeiT (normal, std 0.02) rather than the paper's
 JAX code (zero head, LeCun-normal patch projection); weights ported from torchvision or timm
 replace it anyway.
 """
@@ -180,11 +180,13 @@ class VisionTransformer(ImageClassifier):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embedding, std=0.02)
+        # timm/DeiT's trunc_normal_(std=0.02) cuts at +-2 absolute, i.e. 100 standard deviations:
+        # a plain normal draws the same distribution, three times faster (ViT-H: 632M weights).
+        nn.init.normal_(self.pos_embedding, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
     def _resize_loaded_pos_embed(self, module, state_dict, prefix, *args) -> None:
