@@ -53,6 +53,8 @@ def dirs(tmp_path_factory):
     make_run(runs, "lenet-mnist", "lenet5")
     if "vit_tiny_patch16" in list_models():
         make_run(runs, "vit/tiny", "vit_tiny_patch16", image_size=32, small_input=True)
+    broken = make_run(runs, "broken", "lenet5_paper")
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)  # not safetensors
     (runs / "not-a-run").mkdir()
     (runs / "not-a-run" / "config.json").write_text("{not json")
     results = base / "results"
@@ -243,6 +245,11 @@ def test_predict_raw_image_body_and_rgba(client):
         headers={"content-type": "image/png"},
     )
     assert r.status_code == 200, r.text and len(r.json()["predictions"]) == 5
+
+
+def test_run_with_broken_weights(client):
+    r = client.post("/api/runs/broken/predict", files={"file": ("a.png", png(), "image/png")})
+    assert_error(r, 422, "cannot be loaded")
 
 
 def test_attention_map_for_a_transformer(client):

@@ -42,6 +42,10 @@ class Failed(Exception):
     """Computing something for a model failed (a bug, or a model that cannot run here)."""
 
 
+class BadRun(Exception):
+    """A run folder whose weights or config cannot be used (answered with 422)."""
+
+
 class NotFound(KeyError):
     """An unknown model or run id."""
 
@@ -266,7 +270,8 @@ class Explorer:
     def __init__(self, runs_root: Path | str | None = None, results_root: Path | str | None = None):
         self.runs_root = Path(runs_root).resolve() if runs_root else None
         self.results_root = Path(results_root).resolve() if results_root else None
-        self._lock = threading.Lock()  # one model runs at a time (CPU), caches stay coherent
+        self._lock = threading.Lock()  # one model runs at a time (CPU)
+        self._index_lock = threading.Lock()  # the runs index; never held while a model runs
         self._profiles: dict[str, dict[str, Any]] = {}
         self._diagrams: dict[str, dict[str, Any]] = {}
         self._runs: dict[str, dict[str, Any]] | None = None
@@ -401,7 +406,7 @@ class Explorer:
                     summary["id"] = f"{base}-{n}"
                     n += 1
                 index[summary["id"]] = summary
-        with self._lock:
+        with self._index_lock:
             old = self._runs or {}
             for run_id in list(self._loaded):  # keep a loaded run only if its id still means it
                 if (
@@ -457,14 +462,19 @@ class Explorer:
     def load(self, run_id: str) -> Any:
         """The trained run (weights via safetensors), kept in a small cache."""
         summary = self._run_summary(run_id)
-        if run_id in self._loaded:
-            self._loaded.move_to_end(run_id)
-            return self._loaded[run_id]
+        with self._index_lock:
+            if run_id in self._loaded:
+                self._loaded.move_to_end(run_id)
+                return self._loaded[run_id]
         load_run = _optional("visionzoo.runs", "load_run")
-        run = load_run(Path(summary["_path"]))
-        self._loaded[run_id] = run
-        while len(self._loaded) > LOADED_RUNS:
-            self._loaded.popitem(last=False)
+        try:
+            run = load_run(Path(summary["_path"]))
+        except Exception as err:  # noqa: BLE001 - a broken run folder, said in one line
+            raise BadRun(f"run {run_id!r} cannot be loaded: {err}") from None
+        with self._index_lock:
+            self._loaded[run_id] = run
+            while len(self._loaded) > LOADED_RUNS:
+                self._loaded.popitem(last=False)
         return run
 
 

@@ -23,7 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from visionzoo.explorer.data import Explorer, Failed, NotAvailable, NotFound
+from visionzoo.explorer.data import BadRun, Explorer, Failed, NotAvailable, NotFound
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the image itself
@@ -78,6 +78,10 @@ def create_app(
     @app.exception_handler(NotAvailable)
     async def _not_available(request: Request, err: NotAvailable) -> JSONResponse:
         return _error(503, str(err))
+
+    @app.exception_handler(BadRun)
+    async def _bad_run(request: Request, err: BadRun) -> JSONResponse:
+        return _error(422, str(err))
 
     @app.exception_handler(Failed)
     async def _failed(request: Request, err: Failed) -> JSONResponse:
