@@ -83,6 +83,7 @@ def info_data(name: str, image_size: int | None, **kwargs: Any) -> dict[str, Any
     except ValueError as err:  # e.g. an input smaller than the network can take
         raise UserError(str(err).splitlines()[0]) from None
     data["reported"] = load_reported().get(name)
+    data["default_config"] = not kwargs and data["image_size"] == info.image_size
     return data
 
 
@@ -155,6 +156,8 @@ def _print_card(d: dict[str, Any]) -> None:
         acc = f"{rep['top1']:.2f}" + (f" / {rep['top5']:.2f}" if rep.get("top5") else "")
         t.add_row(f"top-1 / top-5 % ({rep.get('dataset')})", "-", acc + cite(_src(rep, "metrics")))
     console.print(t)
+    if rep and not d.get("default_config", True):
+        console.print("[bold]reported figures are for the default configuration[/bold]")
     for i, text in enumerate(sources, 1):
         console.print(f"[dim][{i}] {text}[/dim]", highlight=False)
     s = Table(title="stages", title_justify="left")
@@ -227,22 +230,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg.validate()
     names = expand_patterns(args.patterns)
     console = Console(stderr=True)
-    rows, notes = [], []
+    rows, notes, failed = [], [], []
     steps = len(names) * len(cfg.batch_sizes) * (2 if cfg.train else 1)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("bench", total=steps)
         for name in names:
             progress.update(task, description=name)
-            r, n = bench_model(name, cfg, advance=lambda _: progress.advance(task))
+            try:
+                r, n = bench_model(name, cfg, advance=lambda _: progress.advance(task))
+            except (RuntimeError, NotImplementedError, ValueError, TypeError) as err:
+                failed.append(name)
+                notes.append(f"{name}: failed ({type(err).__name__}: {_first_line(err)})")
+                continue
             rows += r
             notes += n
+    if not rows:
+        raise UserError("; ".join(notes) or "nothing was measured")
     env = environment(cfg)
     csv_path, json_path = write_results(rows, env, args.out)
     _print_bench(rows)
     for note in notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", highlight=False)
     print(f"wrote {csv_path} and {json_path}")
-    return 0
+    return 1 if failed else 0
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line for line in str(err).splitlines() if line.strip()), "")[:200]
 
 
 def _print_bench(rows: list[dict[str, Any]]) -> None:
