@@ -320,9 +320,14 @@ def fold_decorations(nodes: list[Node], modules: dict[str, nn.Module]) -> list[N
             if m is None or not _is_decoration(m) or len(n.inputs) != 1:
                 continue
             prev = by_id[n.inputs[0]]
+            idle = isinstance(m, nn.Identity) or getattr(m, "p", getattr(m, "drop_prob", 1)) == 0
+            if idle:  # an identity, or dropout with p = 0: it does nothing at all
+                nodes = _remove(nodes, n.id, prev.id)
+                changed = True
+                break
             if prev.kind in _NO_FOLD or len(consumers[prev.id]) != 1:
                 continue
-            extra = _short_module(m) if getattr(m, "p", getattr(m, "drop_prob", 1)) else ""
+            extra = _short_module(m)
             if extra:
                 prev.label = f"{prev.label} · {extra}"
             prev.shape = n.shape or prev.shape
