@@ -114,7 +114,9 @@ def lenet(ctx: Context) -> dict[str, Any]:
     )
     arms: dict[str, list[dict[str, Any]]] = {}
     notes = ["lenet5: the modern LeNet-5 (full C3, linear output); no distortions (0.95% row)"]
+    # Tests run on `synthetic`, which then stands in for the digits (and is labelled so).
     digits = "mnist" if ctx.dataset != "synthetic" else "synthetic"
+    key = "MNIST" if digits == "mnist" else f"{digits} (stand-in for MNIST)"
     try:
         ctx.test_size(digits)
         have_digits = True
@@ -123,14 +125,17 @@ def lenet(ctx: Context) -> dict[str, Any]:
         have_digits = False
     if have_digits:
         sub = ctx.pick(512, None, None)
-        arms["MNIST"] = [
+        from visionzoo.data import load_dataset
+
+        n_digits = sub or len(load_dataset(digits, "train", ctx.data_dir_for(digits)).labels)
+        arms[key] = [
             ctx.train("mnist", s, dataset=digits, train_subset=sub, **recipe) for s in seeds
         ]
         notes.append(
-            f"MNIST training set: the {('5k subset' if ctx.data_dir_for('mnist') else 'files')} "
-            f"given (the paper used 60,000 images){'; 512 images' if sub else ''}"
+            f"MNIST training set: {'the 5k subset' if ctx.data_dir_for('mnist') else 'as found'}"
+            f" (the paper used 60,000 images){'; 512 images' if sub else ''}"
         )
-    fashion = ctx.dataset if ctx.dataset != "mnist" else None
+    fashion = ctx.dataset if ctx.dataset not in ("mnist", "synthetic") else None
     if fashion:
         f_recipe = dict(recipe, epochs=ctx.pick(1, 8, 20))
         f_sub = ctx.pick(512, None, None)
@@ -142,7 +147,7 @@ def lenet(ctx: Context) -> dict[str, Any]:
             notes.append(f"{fashion}: {f_recipe['epochs']} epochs, {len(arms[fashion])} seed(s)")
     figures: dict[str, Any] = {}
     for name, runs in arms.items():
-        n = ctx.test_size(digits if name == "MNIST" else fashion)
+        n = ctx.test_size(digits if name == key else fashion)
         acc = arm_summary(runs)
         figures[name] = {
             **acc,
@@ -155,11 +160,11 @@ def lenet(ctx: Context) -> dict[str, Any]:
         figures["fashion_table_rows_below"] = below
         figures["fashion_table"] = FASHION_TABLE
     if have_digits:
-        m = figures["MNIST"]["mean"]
+        m = figures[key]["mean"]
         verdict = REPRODUCED if m >= 0.985 else PARTLY if m >= 0.975 else NOT
         summary = (
-            f"LeNet-5 reaches {pct(m)} ± {pct(figures['MNIST']['se'])} on the MNIST test "
-            f"set ({len(seeds)} seeds; paper: 99.05%)"
+            f"LeNet-5 reaches {pct(m)} ± {pct(figures[key]['se'])} on the {key} test set "
+            f"({len(seeds)} seed(s), {n_digits} training images; paper: 99.05% with 60,000)"
         )
     else:
         m = figures[fashion]["mean"]

@@ -334,6 +334,9 @@ BUILDERS = (
 )
 
 
+MIN_SIZES = {"lab_mobilenet": 32}  # stride 32 without small_input: pad 28 px images to 32
+
+
 @contextlib.contextmanager
 def lab_models() -> Iterator[None]:
     """Register the lab builders for the duration of an experiment, then remove them."""
@@ -345,9 +348,10 @@ def lab_models() -> Iterator[None]:
     added = []
     for fn in BUILDERS:
         if fn.__name__ not in registry._REGISTRY:
-            register_model(family, image_size=28, in_channels=1, num_classes=10, min_image_size=8)(
-                fn
-            )
+            min_size = MIN_SIZES.get(fn.__name__, 8)
+            register_model(
+                family, image_size=28, in_channels=1, num_classes=10, min_image_size=min_size
+            )(fn)
             added.append(fn.__name__)
     try:
         yield

@@ -1,0 +1,126 @@
+"""The history lab: claim listing, smoke runs of cheap claims, the verdict rules, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from visionzoo.cli import main
+from visionzoo.lab import CLAIMS, VERDICTS
+from visionzoo.lab.core import (
+    NOT,
+    PARTLY,
+    REPRODUCED,
+    binomial_se,
+    combine,
+    difference,
+    std_error,
+    verdict_greater,
+    verdict_noninferior,
+)
+
+CHEAP = ("vgg", "separable")
+
+
+@pytest.fixture(scope="module")
+def lab_out(tmp_path_factory):
+    """Smoke runs of two cheap claims on the synthetic dataset (no files needed)."""
+    out = tmp_path_factory.mktemp("lab")
+    for name in CHEAP:
+        argv = ["lab", "run", name, "--budget", "smoke", "--dataset", "synthetic"]
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_list_shows_ten_claims(capsys):
+    assert main(["lab", "list", "--out", "/nonexistent-lab-results"]) == 0
+    text = capsys.readouterr().out
+    assert len(CLAIMS) == 10
+    for name in ("lenet", "alexnet", "vgg", "googlenet", "degradation", "densenet",
+                 "separable", "efficientnet", "vit", "transfer"):  # fmt: skip
+        assert name in CLAIMS and name in text
+
+
+def test_claims_name_registered_models():
+    from visionzoo.registry import list_models
+
+    known = set(list_models())
+    for c in CLAIMS.values():
+        assert c.models and set(c.models) <= known, c.name
+        assert c.quote and c.source and c.rule
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_smoke_run_writes_json_png_and_verdict(lab_out, name):
+    result = json.loads((lab_out / f"{name}.json").read_text())
+    assert result["verdict"] in VERDICTS
+    for key in ("claim", "summary", "models", "quote", "rule", "recipe", "scaled_down"):
+        assert result[key], key
+    assert result["budget"] == "smoke" and result["dataset"] == "synthetic"
+    env = result["environment"]
+    assert env["torch"] and env["torch_threads"] >= 1 and "git_commit" in env
+    runs = [run for arm in result["arms"].values() for run in arm]
+    assert runs and all(0 <= r["final"]["test_acc"] <= 1 and r["curve"] for r in runs)
+    png = (lab_out / result["plot"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_separable_counts_the_8_to_9x(lab_out):
+    figures = json.loads((lab_out / "separable.json").read_text())["figures"]
+    # MobileNet v1 with full 3x3 convolutions needs about 8.5x the multiply-adds (Table 4:
+    # 4866M vs 569M at 224 px); the smoke budget counts at 96 px, where the ratio is the same.
+    assert 7.5 < figures["mac_ratio"] < 9.5
+    widths = figures["widths"]
+    assert widths["separable a=0.25"]["macs"] < widths["separable a=1.0"]["macs"] / 8
+
+
+def test_lab_models_are_registered_only_during_a_run(lab_out):
+    from visionzoo.registry import list_models
+
+    assert not [n for n in list_models() if n.startswith("lab_")]
+
+
+def test_report_builds_markdown_and_html(lab_out):
+    assert main(["lab", "report", "--out", str(lab_out)]) == 0
+    md = (lab_out / "REPORT.md").read_text()
+    page = (lab_out / "REPORT.html").read_text()
+    for name in CHEAP:
+        assert f"## {name}" in md and f"id='{name}'" in page
+    assert "Not run yet:" in md and "lenet" in md
+    assert page.startswith("<!doctype html>") and "vgg.png" in page
+
+
+def test_unknown_claim_is_a_user_error(capsys):
+    assert main(["lab", "run", "resnet-is-great", "--budget", "smoke"]) == 2
+    assert "unknown claim" in capsys.readouterr().err
+
+
+# The verdict rules, on made-up numbers.
+
+
+def test_greater_rule():
+    clear = difference([0.95, 0.96, 0.955], [0.90, 0.91, 0.905])
+    assert verdict_greater(clear["diff"], clear["se"]) == REPRODUCED
+    noisy = difference([0.95, 0.90, 0.93], [0.92, 0.94, 0.91])
+    assert verdict_greater(noisy["diff"], noisy["se"]) == PARTLY
+    reversed_ = difference([0.90, 0.91, 0.905], [0.95, 0.96, 0.955])
+    assert verdict_greater(reversed_["diff"], reversed_["se"]) == NOT
+    assert verdict_greater(0.05, 0.001, margin=0.1) == PARTLY  # clear but below the margin
+
+
+def test_noninferiority_rule():
+    assert verdict_noninferior(0.001, 0.001, margin=0.005) == REPRODUCED
+    assert verdict_noninferior(-0.004, 0.002, margin=0.005) == PARTLY
+    assert verdict_noninferior(-0.02, 0.001, margin=0.005) == NOT
+
+
+def test_standard_errors_and_combination():
+    assert std_error([0.9], floor=0.003) == 0.003  # one seed: the floor
+    assert std_error([0.9, 0.92]) == pytest.approx(0.01)
+    assert binomial_se(0.9, 10_000) == pytest.approx(0.003)
+    assert math.isclose(difference([1.0], [0.0], 0.3, 0.4)["se"], 0.5)
+    assert combine([REPRODUCED, REPRODUCED]) == REPRODUCED
+    assert combine([REPRODUCED, NOT]) == PARTLY
+    assert combine([NOT, NOT]) == NOT
