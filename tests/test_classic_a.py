@@ -70,14 +70,19 @@ def test_googlenet_paper_5x5_count():
     assert meta_count(create_model, name="googlenet", paper_5x5=True) == 13_385_816
 
 
-# (name, smallest input torchvision accepts, our kwargs, torchvision kwargs)
+# (name, smallest input torchvision accepts, our kwargs, torchvision kwargs). Each VGG port
+# builds two 130M-parameter models: vgg11 and vgg11_bn cover both converter paths in the
+# quick run, the deeper configurations run with the slow tests.
+SLOW = [pytest.mark.slow]
 PORTS = [
     ("alexnet", 63, {}, {}),
-    *[pytest.param(n, 32, {}, {}, marks=[pytest.mark.slow] if "19" in n else []) for n in VGG],
+    *[pytest.param(n, 32, {}, {}, marks=[] if n.startswith("vgg11") else SLOW) for n in VGG],
     ("googlenet", 15, {}, TV_INCEPTION),
     ("googlenet", 15, {"aux_logits": False}, {**TV_INCEPTION, "aux_logits": False}),
     ("inception_v3", 75, {}, TV_INCEPTION),
-    ("inception_v3", 75, {"aux_logits": False}, {**TV_INCEPTION, "aux_logits": False}),
+    pytest.param(
+        "inception_v3", 75, {"aux_logits": False}, {**TV_INCEPTION, "aux_logits": False}, marks=SLOW
+    ),
 ]
 
 
@@ -141,21 +146,20 @@ def test_aux_outputs_in_training_only(name, weights):
     assert model.aux_outputs == [] and not any("aux" in n for n, _ in model.named_parameters())
 
 
-SMALL = ["alexnet", "alexnet_2012", "vgg11", "vgg16_bn", "googlenet", "inception_v3"]
-
-
-@pytest.mark.parametrize("name", SMALL)
-@pytest.mark.parametrize("size", [28, 32])
-def test_small_input_mode(name, size):
+@pytest.mark.parametrize(
+    "name", ["alexnet", "alexnet_2012", "vgg11_bn", "googlenet", "inception_v3"]
+)
+def test_small_input_mode(name):
     model = create_model(name, num_classes=10, in_channels=3, small_input=True).eval()
     assert model.small_input and get_model_info(name).small_input
-    with torch.no_grad():
-        out = model(torch.randn(2, 3, size, size))
-        maps = model.forward_intermediates(torch.randn(1, 3, size, size))
-    assert out.shape == (2, 10) and torch.isfinite(out).all()
-    for fmap, level in zip(maps, model.feature_info):
-        assert fmap.shape[1] == level.channels
-        assert 1 <= fmap.shape[-1] <= -(-size // level.stride)  # at most ceil(size / stride)
+    for size in (28, 32):
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, size, size))
+            maps = model.forward_intermediates(torch.randn(1, 3, size, size))
+        assert out.shape == (2, 10) and torch.isfinite(out).all()
+        for fmap, level in zip(maps, model.feature_info):
+            assert fmap.shape[1] == level.channels
+            assert 1 <= fmap.shape[-1] <= -(-size // level.stride)  # at most ceil(size / stride)
 
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_2012", "vgg11", "googlenet", "inception_v3"])
