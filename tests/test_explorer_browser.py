@@ -73,7 +73,7 @@ def server(tmp_path_factory):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the explorer server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", base
+    yield f"http://127.0.0.1:{port}/", app.state.explorer
     srv.should_exit = True
     thread.join(10)
     mp.undo()
@@ -88,16 +88,22 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="module")
+def context(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 950})  # shares plotly's cache
+    yield ctx
+    ctx.close()
+
+
 @pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 950})
-    pg = ctx.new_page()
+def page(context):
+    pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.errors = errors
     yield pg
-    ctx.close()
+    pg.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
@@ -208,13 +214,10 @@ def test_export_opens_in_the_browser(server, page, tmp_path):
     """The static site works over plain HTTP, without the API server."""
     import http.server
 
-    from visionzoo.explorer.data import Explorer
     from visionzoo.explorer.export import export_site
 
-    _, base = server
-    out = export_site(
-        tmp_path / "site", Explorer(base / "runs", base / "results"), ["lenet5"], log=lambda s: 0
-    )
+    _, explorer = server
+    out = export_site(tmp_path / "site", explorer, ["lenet5"], log=lambda s: 0)
     handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
         *a, directory=str(out), **k
     )

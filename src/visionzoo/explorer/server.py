@@ -108,7 +108,9 @@ def create_app(
 
     @app.get("/static/plotly.min.js")
     def plotly() -> FileResponse:
-        return FileResponse(plotly_js(), media_type="text/javascript")
+        # 4.6 MB that only changes with the plotly package: let the browser keep it
+        cache = {"Cache-Control": "public, max-age=86400"}
+        return FileResponse(plotly_js(), media_type="text/javascript", headers=cache)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
