@@ -156,17 +156,15 @@ class GoogLeNet(ImageClassifier):
         self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.pool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.pool4 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        channels = {"": 192}
+        width, channels = 192, {}
         for spec in INCEPTIONS:
-            width = list(channels.values())[-1]
-            module = Inception(width, spec, kernel5x5=5 if paper_5x5 else 3)
-            self.add_module(f"inception{spec.name}", module)
-            channels[spec.name] = spec.out_channels
+            self.add_module(f"inception{spec.name}", Inception(width, spec, 5 if paper_5x5 else 3))
+            width = channels[spec.name] = spec.out_channels
         self.aux_weight = aux_weight
         self.num_classes, self.num_features = num_classes, 1024
         self.aux1: AuxClassifier | None = None
         self.aux2: AuxClassifier | None = None
-        if aux_logits:
+        if aux_logits and num_classes > 0:
             self._make_aux(num_classes)
         self.aux_outputs: list[Tensor] = []
         self.aux_weights: list[float] = []
@@ -185,7 +183,8 @@ class GoogLeNet(ImageClassifier):
         self.aux2 = AuxClassifier(widths["4d"], num_classes)
 
     def _run(self, x: Tensor, taps: list[Tensor] | None = None) -> Tensor:
-        """The layers in order; fills `taps` with the feature_info maps and the aux logits."""
+        """The layers in order; collects the feature_info maps in `taps` when given, else the
+        auxiliary logits in `aux_outputs` (training mode only)."""
         tap_names = {info.name for info in self.feature_info}
         for name in LAYERS:
             x = getattr(self, name)(x)
@@ -236,5 +235,5 @@ def googlenet(**kwargs) -> GoogLeNet:
 def _from_torchvision(state_dict: StateDict) -> StateDict:
     branches = {"1": "branch1x1", "2": "branch3x3", "3": "branch5x5", "4": "branch_pool"}
     rules = [(rf"\.branch{i}\.", f".{name}.") for i, name in branches.items()]
-    rules += [(r"^maxpool(\d)", r"pool\1"), (r"^fc\.", "classifier.")]
+    rules.append((r"^fc\.", "classifier."))
     return rename_keys(state_dict, rules)
