@@ -72,9 +72,10 @@ def dirs(tmp_path_factory):
     env = {"cpu": "test CPU", "cuda_device": None}
     (results / "bench" / "cpu.json").write_text(json.dumps({"environment": env, "results": rows}))
     (results / "lab").mkdir()
-    (results / "lab" / "relu.json").write_text(
-        json.dumps({"claim": "ReLU trains faster", "models": ["lenet5"], "verdict": "holds"})
-    )
+    claim = {"claim": "relu", "title": "ReLU trains faster", "models": ["lenet5"]}
+    claim.update(verdict="holds", summary="5.1x fewer epochs", rule="ratio > 3", budget="quick")
+    (results / "lab" / "relu.json").write_text(json.dumps(claim))
+    Image.new("RGB", (8, 8), "red").save(results / "lab" / "relu.png")
     return runs, results
 
 
@@ -161,6 +162,16 @@ def test_diagram(client):
     d = client.get("/api/models/lenet5/diagram").json()
     assert d["svg"].startswith("<svg") and "Conv 5×5, 6" in d["svg"]
     assert "Linear 84→10" in d["svg"] and {"kind", "label", "colour"} <= set(d["legend"][0])
+
+
+def test_lab_claims_and_plot(client):
+    claims = client.get("/api/lab").json()["claims"]
+    assert claims[0]["id"] == "relu" and claims[0]["rule"] == "ratio > 3" and claims[0]["has_plot"]
+    r = client.get("/api/lab/relu/plot.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content.startswith(b"\x89PNG")
+    assert_error(client.get("/api/lab/nope/plot.png"), 404, "no plot")
+    assert client.get("/api/lab/..%2Fbench%2Fcpu/plot.png").status_code == 404
 
 
 def test_source_comes_from_the_registry_module(client):
@@ -376,6 +387,7 @@ def test_static_export(dirs, tmp_path, monkeypatch):
     runs = json.loads((out / "api" / "runs.json").read_text())
     assert runs["live"] is False and "lenet-mnist" in {r["id"] for r in runs["runs"]}
     assert (out / "api" / "runs" / "lenet-mnist.json").is_file()
+    assert (out / "api" / "lab" / "relu" / "plot.png").is_file()
 
 
 def test_explore_command(dirs, tmp_path, monkeypatch, capsys):

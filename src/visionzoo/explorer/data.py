@@ -192,7 +192,11 @@ def load_bench(results: Path | None) -> dict[str, dict[str, Any]]:
 
 
 def load_lab(results: Path | None) -> list[dict[str, Any]]:
-    """The history lab's claims: [{"id", "title", "verdict", "models", "summary"}]."""
+    """The history lab's claims (results/lab/*.json, as `visionzoo lab run` writes them).
+
+    [{"id", "title", "verdict", "models", "summary", "rule", "quote", "budget", "dataset",
+    "has_plot"}]; `id` is the file's stem, and the only way the page refers to a claim.
+    """
     folder = results / "lab" if results else None
     if folder is None or not folder.is_dir():
         return []
@@ -205,20 +209,30 @@ def load_lab(results: Path | None) -> list[dict[str, Any]]:
         if not isinstance(data, dict) or not isinstance(data.get("models"), list):
             continue
         verdict = data.get("verdict")
+        text = {k: str(data.get(k) or "") for k in ("summary", "rule", "quote", "budget")}
         claims.append(
             _finite(
                 {
                     "id": path.stem,
-                    "title": str(
-                        data.get("claim") or data.get("title") or data.get("name") or path.stem
-                    ),
+                    "title": str(data.get("title") or data.get("claim") or path.stem),
                     "verdict": verdict if isinstance(verdict, (str, dict)) else str(verdict),
                     "models": [str(m) for m in data["models"]],
-                    "summary": str(data.get("summary") or data.get("conclusion") or ""),
+                    **text,
+                    "dataset": str(data.get("dataset") or ""),
+                    "has_plot": (folder / f"{path.stem}.png").is_file(),
                 }
             )
         )
     return claims
+
+
+def lab_plot(results: Path | None, claim_id: str) -> Path:
+    """The PNG of a claim listed by `load_lab` (looked up by id, never by a path)."""
+    for claim in load_lab(results):
+        if claim["id"] == claim_id and claim["has_plot"]:
+            assert results is not None
+            return results / "lab" / f"{claim['id']}.png"
+    raise NotFound(f"no plot for claim {claim_id!r}")
 
 
 def load_reported_safe() -> tuple[dict[str, dict[str, Any]], str]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionzoo.explorer.data import Explorer, Failed, NotAvailable
+from visionzoo.explorer.data import Explorer, Failed, NotAvailable, lab_plot, load_lab
 from visionzoo.explorer.server import STATIC, index_html, plotly_js
 
 
@@ -54,6 +54,14 @@ def export_site(
         "models": [m for m in explorer.overview()["models"] if m["name"] in wanted],
     }
     _write(api / "models.json", overview)  # again: now with the profiles in it
+    claims = load_lab(explorer.results_root)
+    _write(api / "lab.json", {"claims": claims})
+    for claim in claims:
+        if claim["has_plot"]:
+            (api / "lab" / claim["id"]).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(
+                lab_plot(explorer.results_root, claim["id"]), api / "lab" / claim["id"] / "plot.png"
+            )
     runs = explorer.runs(refresh=False)
     _write(api / "runs.json", {"runs": runs, "live": False})
     for run in runs:

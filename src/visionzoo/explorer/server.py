@@ -23,7 +23,15 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from visionzoo.explorer.data import BadRun, Explorer, Failed, NotAvailable, NotFound
+from visionzoo.explorer.data import (
+    BadRun,
+    Explorer,
+    Failed,
+    NotAvailable,
+    NotFound,
+    lab_plot,
+    load_lab,
+)
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the image itself
@@ -133,6 +141,14 @@ def create_app(
     @app.get("/api/models/{name}/source")
     def source(name: str) -> dict[str, Any]:
         return ex.source(name)
+
+    @app.get("/api/lab")
+    def lab() -> dict[str, Any]:
+        return {"claims": load_lab(ex.results_root)}
+
+    @app.get("/api/lab/{claim_id}/plot.png")
+    def lab_png(claim_id: str) -> FileResponse:
+        return FileResponse(lab_plot(ex.results_root, claim_id), media_type="image/png")
 
     @app.get("/api/runs")
     def runs() -> dict[str, Any]:

@@ -203,7 +203,10 @@ async function openCard(name, scroll) {
   if (token !== cardToken) return;
   const p = S.profiles[name] || c.profile;
   const notes = (c.notes || []).map((n) => `<li>${esc(n)}</li>`).join("");
-  const claims = (c.claims || []).map((cl) => `<div class="claim"><b>${esc(cl.title)}</b> — ${esc(typeof cl.verdict === "string" ? cl.verdict : JSON.stringify(cl.verdict))}${cl.summary ? `<br><span class="muted">${esc(cl.summary)}</span>` : ""} <span class="muted">(models: ${esc(cl.models.join(", "))})</span></div>`).join("");
+  const claims = (c.claims || []).map((cl) => `<div class="claim"><b>${esc(cl.title)}</b> — <span class="verdict">${esc(typeof cl.verdict === "string" ? cl.verdict : JSON.stringify(cl.verdict))}</span>
+    ${cl.summary ? `<br>${esc(cl.summary)}` : ""}
+    <br><span class="muted">${cl.rule ? `rule: ${esc(cl.rule)} · ` : ""}${cl.budget ? `budget ${esc(cl.budget)} · ` : ""}${cl.dataset ? `${esc(cl.dataset)} · ` : ""}models: ${esc(cl.models.join(", "))}</span>
+    ${cl.has_plot ? `<details><summary>plot</summary><img class="lab-plot" src="api/lab/${encodeURIComponent(cl.id)}/plot.png" alt="${esc(cl.title)}"></details>` : ""}</div>`).join("");
   body.innerHTML = `
     <div class="card-head" data-model="${esc(c.name)}">
       <h2>${esc(c.name)} <span class="muted">· ${esc(c.family)} (${esc(c.year)})</span></h2>
