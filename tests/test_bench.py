@@ -90,12 +90,16 @@ DEPTHS = {
     "mobilenet_v2": 53,
     "convnext_tiny": 59,
     "lenet5_paper": 7,
+    "highway_fc_10": 10,  # the paper counts hidden layers, not the softmax layer
+    "highway_conv_w16": 10,  # 9 conv layers + softmax (Table 1)
+    "xception": 36,  # the paper's count: a separable convolution is one layer
+    "swin_t": 53,  # as torchvision's swin_t: patch embedding, 12 x 4 linear, 3 merges, head
 }
 
 
 # Over ~5 s each on two busy cores: the slow marker.
 SLOW = {"densenet121", "inception_v3", "resnet101", "convnext_tiny", "resnet50", "vgg19_bn",
-        "densenet_bc_100", "resnet56", "vgg11", "vgg16"}  # fmt: skip
+        "densenet_bc_100", "resnet56", "vgg11", "vgg16", "xception", "swin_t"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,11 @@ PAPER_DEPTH: dict[str, tuple[int, str]] = {
     "lenet5": (7, "paper: seven layers C1-S2-C3-S4-C5-F6-output (subsampling layers count)"),
     "lenet5_paper": (7, "paper: seven layers C1-S2-C3-S4-C5-F6-output (subsampling layers count)"),
     "inception_v3": (42, "paper: 'Although our network is 42 layers deep'"),
+    "xception": (
+        36,
+        "paper: '36 convolutional layers forming the feature extraction base' (a separable "
+        "convolution counts once; the logistic-regression layer is not counted)",
+    ),
     **{
         f"{kind}_fc_{n}": (n, f"paper: depth {n} counts the hidden layers, not the softmax layer")
         for kind in ("highway", "plain")
@@ -58,10 +63,19 @@ PAPER_DEPTH: dict[str, tuple[int, str]] = {
 _CONV_NODES = ("ConvolutionBackward", "MkldnnConvolutionBackward", "CudnnConvolutionBackward")
 _MATMUL_NODES = ("AddmmBackward", "MmBackward", "BmmBackward", "LinearBackward")
 _PARAM_SEARCH_STEPS = 8  # how far (through views, transposes, index copies) a weight may hide
+# Ops that move or copy a weight without computing with it: a matrix product whose operand
+# reaches a parameter through these only is a linear layer. (Attention's softmax(q k^T) v
+# reaches the relative position bias through an addition and a softmax: not a layer.)
+_RESHAPE_NODES = (
+    "ViewBackward", "ReshapeAlias", "UnsafeViewBackward", "TransposeBackward", "TBackward",
+    "PermuteBackward", "ExpandBackward", "UnsqueezeBackward", "SqueezeBackward",
+    "CloneBackward", "AliasBackward", "ToCopyBackward", "IndexCopyBackward",
+    "SelectBackward", "SliceBackward", "UnbindBackward", "SplitBackward",
+)  # fmt: skip
 
 
 def _is_param_branch(node: Any, params: set[int]) -> bool:
-    """Whether `node` leads to a parameter without passing through another weighted op."""
+    """Whether `node` is a parameter, or one reshaped or copied (no arithmetic on the way)."""
     stack = [(node, 0)]
     while stack:
         n, steps = stack.pop()
@@ -71,7 +85,7 @@ def _is_param_branch(node: Any, params: set[int]) -> bool:
             if id(n.variable) in params:
                 return True
             continue
-        if steps >= _PARAM_SEARCH_STEPS or n.name().startswith(_CONV_NODES + _MATMUL_NODES):
+        if steps >= _PARAM_SEARCH_STEPS or not n.name().startswith(_RESHAPE_NODES):
             continue
         stack.extend((nx, steps + 1) for nx, _ in n.next_functions)
     return False
