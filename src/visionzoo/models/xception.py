@@ -16,9 +16,10 @@ module 728 -> 1024 (10 px), separable convolutions to 1536 and 2048 channels, gl
 average pooling, dropout 0.5, logistic regression. Every convolution is followed by BN.
 
 NOTE: Layout and weights follow timm's `legacy_xception` (Keras's Xception, ported), which
-is the paper's Figure 5 and its 22,855,952 parameters (Table 3).
+is the paper's Figure 5 with its 22,855,952 parameters (Table 3). timm has no dropout
+layer; ours keeps the paper's 0.5 (inactive in eval mode, so ports are exact).
 NOTE: The separable convolution has no BN or nonlinearity between its depthwise and
-pointwise steps, as the paper recommends (Figure 10); BN follows the pointwise step.
+pointwise steps (the paper found an intermediate ReLU hurts); BN follows the pointwise step.
 NOTE: `small_input=True` (28x28, 32x32 images) makes the first stem convolution stride 1
 and pads both stem convolutions ("same"): total stride 16 instead of 32, 2x2 final maps for
 32x32 inputs. Weights and parameter count are unchanged. The paper has no such mode.
@@ -124,7 +125,7 @@ class Xception(ImageClassifier):
         in_channels: int = 3,
         image_size: int = 299,
         middle_repeats: int = 8,  # modules in the middle flow
-        dropout: float = 0.5,  # before the logistic regression (Section 4.4)
+        dropout: float = 0.5,  # before the logistic regression (the paper's ImageNet setup)
         small_input: bool = False,
     ) -> None:
         super().__init__()
@@ -180,6 +181,9 @@ class Xception(ImageClassifier):
         return out
 
 
+_BN_KEYS = "weight|bias|running_mean|running_var|num_batches_tracked"
+
+
 def _timm_module(i: int) -> str:
     """timm's block1..block12 -> entry.0-2, middle.0-7, exit.0."""
     return f"entry.{i - 1}" if i <= 3 else f"middle.{i - 4}" if i <= 11 else "exit.0"
@@ -208,10 +212,7 @@ def _from_timm(state_dict: StateDict) -> StateDict:
             rules += [
                 (rf"^block{i}\.rep\.{k}\.conv1\.", f"{layer}.conv.depthwise."),
                 (rf"^block{i}\.rep\.{k}\.pointwise\.", f"{layer}.conv.pointwise."),
-                (
-                    rf"^block{i}\.rep\.{k}\.(weight|bias|running_mean|running_var|num_batches_tracked)$",
-                    rf"{layer}.bn.\1",
-                ),
+                (rf"^block{i}\.rep\.{k}\.({_BN_KEYS})$", rf"{layer}.bn.\1"),
             ]
     rules.append((r"^fc\.", "classifier."))
     return rename_keys(state_dict, rules)
