@@ -3,10 +3,11 @@
 "use strict";
 
 const STATIC = window.VZ_STATIC === true;
-const S = { models: [], byName: {}, families: [], lab: [], runs: [], profiles: {}, state: {} };
+const S = { models: [], byName: {}, families: [], familyOrder: [], lab: [], runs: [], profiles: {}, state: {} };
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d", "#7c3aed", "#0d9488", "#b45309", "#be123c", "#1d4ed8", "#15803d", "#a21caf", "#c2410c"];
+// Tableau-20 order: neighbouring families (in year order) get clearly different hues.
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e6550d", "#31a354", "#ad494a", "#756bb1", "#c49c94", "#f7b6d2", "#637939", "#9edae5", "#843c39"];
 
 async function api(path) {
   const url = STATIC ? path + ".json" : path;
@@ -29,7 +30,7 @@ function fmtSI(n, unit = "") {
 function pct(v) { if (v == null || !isFinite(v)) return null; return v <= 1.0 ? v * 100 : v; }
 function fmtPct(v) { const p = pct(v); return p == null ? "–" : `${p.toFixed(2)} %`; }
 function fmtBytes(n) { return n == null ? "–" : fmtSI(n, "B"); }
-function familyColour(f) { const i = S.families.indexOf(f); return PALETTE[(i < 0 ? 0 : i) % PALETTE.length]; }
+function familyColour(f) { const i = S.familyOrder.indexOf(f); return PALETTE[(i < 0 ? 0 : i) % PALETTE.length]; }
 
 // --- metrics -----------------------------------------------------------------------------
 const METRICS = {
@@ -66,7 +67,7 @@ function drawBars() {
   const key = S.state.metric, M = METRICS[key];
   const rows = S.models.filter((m) => M.get(m) != null);
   const missing = S.models.length - rows.length;
-  const traces = S.families.map((f) => {
+  const traces = S.familyOrder.map((f) => {
     const ms = rows.filter((m) => m.family === f);
     return {
       type: "bar", name: f, x: ms.map((m) => m.name), y: ms.map((m) => M.get(m)), customdata: ms.map((m) => m.name),
@@ -121,7 +122,7 @@ function drawScatter() {
   const Y = METRICS[yk], X = METRICS[xk === "latency" ? "latency" : xk];
   const pts = S.models.filter((m) => Y.get(m) != null && X.get(m) != null);
   const maxP = Math.max(1, ...S.models.map((m) => METRICS.params.get(m) || 0));
-  const traces = S.families.map((f) => {
+  const traces = S.familyOrder.map((f) => {
     const ms = pts.filter((m) => m.family === f);
     return {
       type: "scatter", mode: "markers", name: f, x: ms.map((m) => X.get(m)), y: ms.map((m) => Y.get(m)), customdata: ms.map((m) => m.name),
@@ -417,6 +418,7 @@ async function main() {
   try { data = await api("api/models"); } catch (e) { $("banner").hidden = false; $("banner").textContent = `Could not load the models: ${e.message}`; return; }
   S.models = data.models; S.families = data.families; S.lab = data.lab || []; S.reportedMissing = data.reported_missing;
   for (const m of S.models) S.byName[m.name] = m;
+  S.familyOrder = [...new Set(S.models.map((m) => m.family))];  // models come in year order
   fillSelects();
   Plotly.newPlot("chart-bars", [], {}, plotConfig());
   Plotly.newPlot("chart-scatter", [], {}, plotConfig());
