@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--max-params", type=float, default=400e6)
     parser.add_argument("--jsonl", default=str(ROOT / "results/bench/export_table.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "docs/export.md"))
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the table")
     args = parser.parse_args()
     jsonl = Path(args.jsonl)
     jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ def main() -> None:
     if jsonl.is_file():
         done = {r["model"]: r for r in map(json.loads, jsonl.read_text().splitlines())}
     for name in list_models(args.patterns):
-        if name in done:
+        if name in done or args.report_only:
             continue
         row = export_one(name, args.max_params)
         done[name] = row
