@@ -55,6 +55,11 @@ def dirs(tmp_path_factory):
         make_run(runs, "vit/tiny", "vit_tiny_patch16", image_size=32, small_input=True)
     broken = make_run(runs, "broken", "lenet5_paper")
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)  # not safetensors
+    running = make_run(runs, "paper-running", "lenet5_paper")
+    cfg = json.loads((running / "config.json").read_text())
+    cfg.update(recipe={"optimizer": "sgd", "epochs": 2, "lr": 0.05}, status="running")
+    del cfg["final_metrics"]  # an unfinished run: its accuracy comes from metrics.jsonl
+    (running / "config.json").write_text(json.dumps(cfg))
     (runs / "not-a-run").mkdir()
     (runs / "not-a-run" / "config.json").write_text("{not json")
     results = base / "results"
@@ -219,6 +224,9 @@ def test_runs_listing_and_detail(client, dirs):
     ids = {r["id"] for r in runs}
     assert "lenet-mnist" in ids and "not-a-run" not in ids  # broken JSON is skipped
     assert all("_path" not in r and str(dirs[0]) not in json.dumps(r) for r in runs)
+    live = next(r for r in runs if r["id"] == "paper-running")
+    assert live["recipe"] == "optimizer sgd, epochs 2, lr 0.05" and live["status"] == "running"
+    assert live["test_acc"] == pytest.approx(0.82) and live["epochs"] == 3
     run = client.get("/api/runs/lenet-mnist").json()
     assert run["model"] == "lenet5" and run["class_names"] == CLASSES
     assert [m["epoch"] for m in run["metrics"]] == [1, 2, 3]

@@ -261,6 +261,18 @@ def _scan_runs(root: Path) -> list[Path]:
         return [p for p in paths if (p / "model.safetensors").is_file()][:MAX_RUNS]
 
 
+def _recipe_name(recipe: Any) -> str | None:
+    """A run's recipe in one line: its name, or the optimizer, epochs and lr of a full one."""
+    if recipe is None or isinstance(recipe, str):
+        return recipe
+    if isinstance(recipe, dict):
+        if isinstance(recipe.get("name"), str):
+            return recipe["name"]
+        keys = ("optimizer", "epochs", "lr", "batch_size")
+        return ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe) or "custom"
+    return str(recipe)
+
+
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     file = path / "metrics.jsonl"
     if not file.is_file() or file.stat().st_size > MAX_JSON_BYTES:
@@ -447,7 +459,8 @@ class Explorer:
             "name": rel,
             "model": config["model"],
             "dataset": config.get("dataset"),
-            "recipe": config.get("recipe"),
+            "recipe": _recipe_name(config.get("recipe")),
+            "status": config.get("status"),
             "epochs": len(metrics),
             "test_acc": test_acc,
             "class_names": list(config.get("class_names") or []),

@@ -252,8 +252,8 @@ async function loadSource(name) {
 
 function runsList(runs) {
   if (!runs || !runs.length) return `<p class="muted">No runs of this model in the runs folder.</p>`;
-  return `<table><thead><tr><th>run</th><th>dataset</th><th>recipe</th><th>epochs</th><th>test accuracy</th><th></th></tr></thead><tbody>` +
-    runs.map((r) => `<tr><td>${esc(r.id)}</td><td>${esc(r.dataset)}</td><td>${esc(r.recipe)}</td><td>${esc(r.epochs)}</td><td>${fmtPct(r.test_acc)}</td><td><a href="#" data-run="${esc(r.id)}">look inside</a></td></tr>`).join("") + `</tbody></table>`;
+  return `<table><thead><tr><th>run</th><th>dataset</th><th>recipe</th><th>epochs</th><th>status</th><th>test accuracy</th><th></th></tr></thead><tbody>` +
+    runs.map((r) => `<tr><td>${esc(r.id)}</td><td>${esc(r.dataset)}</td><td>${esc(r.recipe)}</td><td>${esc(r.epochs)}</td><td>${esc(r.status || "")}</td><td>${fmtPct(r.test_acc)}</td><td><a href="#" data-run="${esc(r.id)}">look inside</a></td></tr>`).join("") + `</tbody></table>`;
 }
 
 async function loadCurves(el, runs) {
