@@ -408,3 +408,28 @@ def test_explore_command(dirs, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "s" / "api" / "models" / "lenet5_paper.json").is_file()
     assert main([*argv, "--port", "70000"]) == 2
     assert "not a TCP port" in capsys.readouterr().err
+
+
+def test_grad_cam_falls_back_to_the_features_when_stage_hooks_never_fire():
+    from visionzoo.explorer.insight import grad_cam
+    from visionzoo.models.base import FeatureInfo
+
+    class Bypass(nn.Module):  # calls its stage's layer directly, as CSWin does
+        def __init__(self) -> None:
+            super().__init__()
+            self.stage = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1))
+            self.fc = nn.Linear(4, 3)
+            self.num_features, self.feature_info = 4, [FeatureInfo("stage", 4, 1)]
+
+        def forward_features(self, x):
+            return self.stage[0](x)
+
+        def forward_head(self, x):
+            return self.fc(x.mean((2, 3)))
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
+
+    cam = grad_cam(Bypass(), torch.randn(1, 1, 8, 8), target=1)
+    assert cam["stage"] == "forward_features" and cam["heat"].shape == (8, 8)
+    assert 0 <= float(cam["heat"].min()) and float(cam["heat"].max()) <= 1

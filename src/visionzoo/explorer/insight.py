@@ -136,10 +136,27 @@ def grad_cam(model: nn.Module, x: Tensor, target: int) -> dict[str, Any] | None:
         a, g = to_map(act.detach(), info.channels), to_map(act.grad, info.channels)
         if a is None or g is None or min(a.shape[-2:]) < 2:
             continue
-        weights = g[0].mean((1, 2))  # one weight per channel: (C,)
-        cam = F.relu((weights[:, None, None] * a[0]).sum(0))
-        return {"stage": info.name, "heat": _normalise(cam)}
-    return None
+        return {"stage": info.name, "heat": _cam(a, g)}
+    return _grad_cam_features(model, x, target)
+
+
+def _cam(act: Tensor, grad: Tensor) -> Tensor:
+    weights = grad[0].mean((1, 2))  # one weight per channel: (C,)
+    return _normalise(F.relu((weights[:, None, None] * act[0]).sum(0)))
+
+
+def _grad_cam_features(model: nn.Module, x: Tensor, target: int) -> dict[str, Any] | None:
+    """Grad-CAM on the output of `forward_features`, for stages that hooks cannot see."""
+    with torch.enable_grad():
+        feats = model.forward_features(x.clone().requires_grad_(True))
+        feats.retain_grad()
+        model.forward_head(feats)[0, target].backward()
+    model.zero_grad(set_to_none=True)
+    channels = int(getattr(model, "num_features", feats.shape[1]))
+    a, g = to_map(feats.detach(), channels), to_map(feats.grad, channels)
+    if a is None or g is None or min(a.shape[-2:]) < 2:
+        return None
+    return {"stage": "forward_features", "heat": _cam(a, g)}
 
 
 def attention_map(model: nn.Module, x: Tensor) -> dict[str, Any] | None:
