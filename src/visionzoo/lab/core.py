@@ -150,7 +150,7 @@ def environment() -> dict[str, Any]:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "platform": platform.platform(),
-        # Other work on the machine skews timings: the 1-minute load average at the end.
+        # Other work on the machine skews timings: the 1-minute load average.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
@@ -311,6 +311,7 @@ def run_claim(
         console=console,
     )
     ctx.say(f"lab {name} ({budget}): {c.title}")
+    env = environment()  # at the start: the commit and settings the runs used
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"visionzoo-lab-{name}-") as tmp, lab_models():
         ctx.work = out / "runs" / name if keep_runs else Path(tmp)
@@ -333,7 +334,7 @@ def run_claim(
         "runs": ctx.runs,
         "elapsed_s": round(time.perf_counter() - t0, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": environment(),
+        "environment": {**env, "load_average_1min_end": environment()["load_average_1min"]},
     }
     assert result["verdict"] in VERDICTS, result["verdict"]
     draw = result.pop("_plot", None)
