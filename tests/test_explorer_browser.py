@@ -181,6 +181,7 @@ def test_upload_and_draw_show_predictions(server, page, tmp_path):
     assert "Grad-CAM" in page.locator("#inside-result").inner_text()
     page.locator("#inside").screenshot(path=str(ARTIFACTS / "explorer-inside-upload.png"))
 
+    page.locator("#draw").scroll_into_view_if_needed()
     canvas = page.locator("#draw").bounding_box()
     x, y = canvas["x"], canvas["y"]
     page.mouse.move(x + 98, y + 30)
@@ -188,6 +189,12 @@ def test_upload_and_draw_show_predictions(server, page, tmp_path):
     page.mouse.move(x + 98, y + 100, steps=5)
     page.mouse.move(x + 98, y + 170, steps=5)
     page.mouse.up()
+    lit = page.evaluate(
+        """() => { const c = document.getElementById('draw');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i] > 128; return n; }"""
+    )
+    assert lit > 500, "the stroke did not reach the canvas"
     page.evaluate("document.getElementById('inside-result').innerHTML = ''")
     page.click("#draw-predict")
     page.wait_for_selector("#inside-result .pred")

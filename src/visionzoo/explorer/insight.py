@@ -71,8 +71,11 @@ def feature_tiles(fmap: Tensor) -> tuple[np.ndarray, list[int]]:
     scale = max(1, math.ceil(TILE_MIN / max(h, w)))
     th, tw, gap = h * scale, w * scale, 2
     grid = np.full((rows * (th + gap) - gap, cols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
+    # Maps of a pixel or two say nothing on their own scale: compare those across channels.
+    joint = _normalise(fmap[order]) if h * w <= 4 else None
     for k, ch in enumerate(order):
-        tile = _normalise(fmap[ch]).repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+        tile = joint[k] if joint is not None else _normalise(fmap[ch])
+        tile = tile.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
         r, q = divmod(k, cols)
         grid[r * (th + gap) : r * (th + gap) + th, q * (tw + gap) : q * (tw + gap) + tw] = colormap(
             tile.numpy()
