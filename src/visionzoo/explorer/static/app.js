@@ -177,7 +177,7 @@ function facts(c, p) {
     ${fact("depth", p ? fmtInt(p.depth) : "…", p ? esc(p.depth_source || "") + (p.weighted_layers != null ? ` · ${fmtInt(p.weighted_layers)} weighted layers in all` : "") : "")}
     ${fact("activation memory", p ? fmtBytes(p.activation_bytes) : "…", "one image, forward")}
     ${fact(`reported top-1${rep && rep.top1 != null ? ` (${rep.dataset || "ImageNet"})` : ""}`, rep && rep.top1 != null ? fmtPct(rep.top1) : "–", rep && rep.top1 != null ? `top-5 ${fmtPct(rep.top5)} · reported, not measured: ${esc(repSource(rep) || "?")}` : "no reported figure")}
-    ${fact("latency measured here", bench ? `${bench.latency_ms.toFixed(2)} ms` : "–", bench ? `${esc(bench.device)} · batch ${esc(bench.batch_size)}` : "no results/bench entry")}
+    ${fact("latency measured here", bench ? `${bench.latency_ms.toFixed(2)} ms` : "–", bench ? `${esc(bench.device)} · batch ${esc(bench.batch_size)}` + (bench.all || []).filter((b) => b.device !== bench.device).map((b) => `<br>also ${b.latency_ms.toFixed(2)} ms on ${esc(b.device)}`).join("") : "no results/bench entry")}
     ${fact("best run, test accuracy", best ? fmtPct(best.test_acc) : "–", best ? `${esc(best.dataset)} · ${esc(best.id)}` : "no runs of this model")}
     ${fact("input", `${c.in_channels}×${c.image_size}×${c.image_size}`, `min ${c.min_image_size} px · ${c.num_classes} classes`)}
   </div>`;
