@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 
 import pytest
 import torch
@@ -408,6 +409,11 @@ def test_explore_command(dirs, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "s" / "api" / "models" / "lenet5_paper.json").is_file()
     assert main([*argv, "--port", "70000"]) == 2
     assert "not a TCP port" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main([*argv, "--port", str(taken.getsockname()[1])]) == 2
+    assert "choose another --port" in capsys.readouterr().err
 
 
 def test_grad_cam_falls_back_to_the_features_when_stage_hooks_never_fire():

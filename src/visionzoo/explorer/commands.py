@@ -56,9 +56,29 @@ def run(args: argparse.Namespace) -> int:
         export_site(args.export, explorer, models)
         print(f"open {args.export.resolve() / 'index.html'} (or serve the folder over HTTP)")
         return 0
+    _check_port(args.host, args.port)
     app = create_app(explorer=explorer)
     print(f"visionzoo explorer: http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("warning: listening beyond this machine; anyone who can reach it can use it")
     serve(app, args.host, args.port)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Say in one line when the address is taken, before uvicorn starts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise UserError(f"--host {host}: {err.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as err:
+            raise UserError(
+                f"cannot listen on {host}:{port} ({err.strerror}); choose another --port"
+            ) from None
