@@ -504,6 +504,14 @@ class Explorer:
                 self._loaded.popitem(last=False)
         return run
 
+    def analyse(self, run_id: str, image: Any) -> dict[str, Any]:
+        """Predictions, feature maps and Grad-CAM/attention of one uint8 (C, H, W) image."""
+        from visionzoo.explorer.insight import analyse
+
+        run = self.load(run_id)
+        with self._lock:
+            return analyse(run, image)
+
 
 def _public(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not k.startswith("_")}

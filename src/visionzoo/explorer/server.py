@@ -242,12 +242,8 @@ def _decode(data: bytes) -> Any:
 
 
 def _analyse(ex: Explorer, run_id: str, image: Any) -> dict[str, Any]:
-    from visionzoo.explorer.insight import analyse
-
-    run = ex.load(run_id)
     try:
-        with ex._lock:
-            return analyse(run, image)
+        return ex.analyse(run_id, image)
     except ValueError as err:  # e.g. an image the model cannot take
         raise ApiError(400, f"could not run the model on this image: {err}") from None
 
