@@ -49,11 +49,9 @@ def export_site(
                 _write(api / "models" / name / f"{part}.json", {"error": str(err)})
         _write(api / "models" / name / "source.json", explorer.source(name))
         _write(api / "models" / f"{name}.json", explorer.card(name))
-    overview = {
-        **explorer.overview(),
-        "models": [m for m in explorer.overview()["models"] if m["name"] in wanted],
-    }
-    _write(api / "models.json", overview)  # again: now with the profiles in it
+    overview = explorer.overview()  # again: now with the profiles in it
+    overview["models"] = [m for m in overview["models"] if m["name"] in wanted]
+    _write(api / "models.json", overview)
     claims = load_lab(explorer.results_root)
     _write(api / "lab.json", {"claims": claims})
     for claim in claims:
