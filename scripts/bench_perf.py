@@ -39,6 +39,7 @@ def table_rows(rows: list[dict]) -> list[dict]:
         ours = _median(rows, model, batch, "visionzoo")
         tv = _median(rows, model, batch, "torchvision")
         fast = _median(rows, model, batch, "visionzoo-fast")
+        compiled = _median(rows, model, batch, "visionzoo-fast-compiled")
         ort = _median(rows, model, batch, "onnxruntime")
 
         def speed(t: float | None, tv: float | None = tv) -> float | None:  # tv time / this
@@ -52,6 +53,8 @@ def table_rows(rows: list[dict]) -> list[dict]:
                 "torchvision_ms": tv,
                 "fast_ms": fast,
                 "onnxruntime_ms": ort,
+                "fast_compiled_ms": compiled,
+                "fast_compiled_vs_tv": speed(compiled),
                 "ours_vs_tv": speed(ours),
                 "fast_vs_tv": speed(fast),
                 "onnxruntime_vs_tv": speed(ort),
@@ -69,6 +72,7 @@ def _fmt(v: float | None, goal: float | None = None) -> str:
 
 
 def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, cmd: str) -> None:
+    compiled = any(r.get("fast_compiled_ms") for r in table)
     lines = [
         "# CPU performance: visionzoo vs torchvision, fast path, onnxruntime",
         "",
@@ -85,16 +89,25 @@ def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, c
         "convolutions, channels-last, inference mode).",
         "",
         "| model | batch | torchvision | ours | ours x tv | fast path | fast x tv "
-        "| onnxruntime | ort x tv |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| onnxruntime | ort x tv |" + (" fast+compile | x tv |" if compiled else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if compiled else ""),
     ]
     for r in table:
-        lines.append(
+        line = (
             f"| {r['model']} | {r['batch_size']} | {_fmt(r['torchvision_ms'])} | "
             f"{_fmt(r['ours_ms'])} | {_fmt(r['ours_vs_tv'], 0.95)} | {_fmt(r['fast_ms'])} | "
             f"{_fmt(r['fast_vs_tv'], 1.3)} | {_fmt(r['onnxruntime_ms'])} | "
             f"{_fmt(r['onnxruntime_vs_tv'], 0)} |"
         )
+        if compiled:
+            line += f" {_fmt(r['fast_compiled_ms'])} | {_fmt(r['fast_compiled_vs_tv'], 1.3)} |"
+        lines.append(line)
+    if compiled:
+        notes = notes + [
+            "fast+compile (`visionzoo.optimize(model, compile=True)`, inductor) is timed in a "
+            "second pass, after compilation; its ratio compares with torchvision's time from "
+            "the first pass."
+        ]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     path.write_text("\n".join(lines) + "\n")
@@ -108,11 +121,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "results/bench"))
     parser.add_argument("--stem", default="perf_table")
+    parser.add_argument(
+        "--with-compile", action="store_true", help="also time the fast path under torch.compile"
+    )
     args = parser.parse_args()
     cfg = BenchConfig(
         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
         optimize=True,
         compare=["torchvision", "onnxruntime"],
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    compiled_cfg = BenchConfig(
+        batch_sizes=cfg.batch_sizes,
+        optimize=True,
+        compile=True,
         repeats=args.repeats,
         warmup=args.warmup,
     )
@@ -123,6 +146,12 @@ def main() -> None:
         r, n = bench_model(name, cfg)
         rows += r
         notes += n
+        if args.with_compile:
+            r, n = bench_model(name, compiled_cfg)
+            for row in r:  # keep the compiled fast path, timed against our eager model
+                row["impl"] += "-compiled"
+            rows += [row for row in r if row["impl"] == "visionzoo-fast-compiled"]
+            notes += n
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     env["load_average_after"] = [round(v, 2) for v in __import__("os").getloadavg()]
     table = table_rows(rows)

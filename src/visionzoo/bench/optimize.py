@@ -33,14 +33,16 @@ class InferenceModel(nn.Module):
         super().__init__()
         self.model = model
         self.channels_last = channels_last
-        self._compiled = compiled  # torch.compile's wrapper of `model`, or None
+        # torch.compile's wrapper of `model` (or None), kept out of the submodules so that
+        # state_dict() has the model's keys once
+        object.__setattr__(self, "_compiled", compiled)
         self.model_name = getattr(model, "model_name", None)
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.inference_mode():
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return (self._compiled or self.model)(x)
+            return (self.model if self._compiled is None else self._compiled)(x)
 
 
 def _example_input(model: nn.Module, image_size: int | None = None) -> Tensor:
