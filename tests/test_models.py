@@ -64,8 +64,13 @@ def test_feature_maps(name):
     model, size = small_model(name)
     model.eval()
     with torch.no_grad():
-        feats = create_model(name, num_classes=7, in_channels=1, features_only=True,
-                             **({"small_input": True} if get_model_info(name).small_input else {}))
+        feats = create_model(
+            name,
+            num_classes=7,
+            in_channels=1,
+            features_only=True,
+            **({"small_input": True} if get_model_info(name).small_input else {}),
+        )
         maps = feats(torch.randn(1, 1, size, size))
     assert len(maps) == len(feats.feature_info) >= 1
     for fmap, level in zip(maps, feats.feature_info):
