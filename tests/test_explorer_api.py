@@ -61,6 +61,10 @@ def dirs(tmp_path_factory):
     cfg.update(recipe={"optimizer": "sgd", "epochs": 2, "lr": 0.05}, status="running")
     del cfg["final_metrics"]  # an unfinished run: its accuracy comes from metrics.jsonl
     (running / "config.json").write_text(json.dumps(cfg))
+    odd = make_run(runs, "odd", "lenet5_paper")
+    cfg = json.loads((odd / "config.json").read_text())
+    cfg.update(preprocess=[1, 2], final_metrics={"test_acc": "high"})  # wrong types
+    (odd / "config.json").write_text(json.dumps(cfg))
     (runs / "not-a-run").mkdir()
     (runs / "not-a-run" / "config.json").write_text("{not json")
     results = base / "results"
@@ -224,6 +228,8 @@ def test_runs_listing_and_detail(client, dirs):
     runs = client.get("/api/runs").json()["runs"]
     ids = {r["id"] for r in runs}
     assert "lenet-mnist" in ids and "not-a-run" not in ids  # broken JSON is skipped
+    odd = next(r for r in runs if r["id"] == "odd")  # listed; the odd values left out
+    assert odd["image_size"] is None
     assert all("_path" not in r and str(dirs[0]) not in json.dumps(r) for r in runs)
     live = next(r for r in runs if r["id"] == "paper-running")
     assert live["recipe"] == "optimizer sgd, epochs 2, lr 0.05" and live["status"] == "running"

@@ -424,7 +424,7 @@ class Explorer:
             for path in _scan_runs(root):
                 try:
                     summary = self._summarise_run(root, path)
-                except (OSError, ValueError):
+                except Exception:  # noqa: BLE001 - a folder we cannot read is not a run to list
                     continue
                 base = summary["id"]
                 n = 2
@@ -453,7 +453,9 @@ class Explorer:
         test_acc = final.get("test_acc") if isinstance(final, dict) else None
         if test_acc is None and metrics:
             test_acc = metrics[-1].get("test_acc")
-        pre = config.get("preprocess") or {}
+        if not isinstance(test_acc, (int, float)) or isinstance(test_acc, bool):
+            test_acc = None
+        pre = config.get("preprocess") if isinstance(config.get("preprocess"), dict) else {}
         return {
             "id": _slug(rel),
             "name": rel,
