@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
@@ -30,4 +29,7 @@ class DropPath(nn.Module):
 
 def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
     """The linear decay rule: 0 for the first block up to `drop_path_rate` for the last."""
-    return torch.linspace(0, drop_path_rate, depth).tolist() if depth > 1 else [0.0] * depth
+    # Plain Python, not torch.linspace: builders also run on the meta device (param counts).
+    if depth <= 1:
+        return [0.0] * depth
+    return [drop_path_rate * i / (depth - 1) for i in range(depth)]
