@@ -28,6 +28,7 @@ import inspect
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,7 @@ def _cache_dir() -> Path:
 
 
 _MEMORY_CACHE: dict[str, dict[str, Any]] = {}
+_LOCK = threading.Lock()
 _OWN_SOURCE_HASH = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()
 
 
@@ -395,7 +397,8 @@ def profile_model(
             return json.loads(json.dumps(result))
         except (OSError, ValueError):
             pass
-    result = _profile(name, image_size, model_kwargs)
+    with _LOCK:  # FlopCounterMode is process-wide: one profile at a time (explorer threads)
+        result = _profile(name, image_size, model_kwargs)
     _MEMORY_CACHE[key] = result
     if use_cache:
         try:
