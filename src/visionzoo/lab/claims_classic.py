@@ -423,7 +423,7 @@ def alexnet(ctx: Context) -> dict[str, Any]:
 def vgg(ctx: Context) -> dict[str, Any]:
     seeds = ctx.seed_list(1, 3, 5)
     widths = ctx.pick((8, 16, 32), (16, 32, 64), (64, 128, 256))
-    recipe = sgd(ctx.pick(1, 8, 30), ctx.pick(512, 10_000, None))
+    recipe = sgd(ctx.pick(1, 8, 30), ctx.pick(256, 10_000, None))
     arms, costs = {}, {}
     for kernel, label in (("stack", "two 3x3"), ("large", "one 5x5")):
         kw = {"kernel": kernel, "n": 2, "widths": widths}

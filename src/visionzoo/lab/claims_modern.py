@@ -198,8 +198,8 @@ def separable(ctx: Context) -> dict[str, Any]:
     from visionzoo.lab.core import combine
 
     alphas = (1.0, 0.75, 0.5, 0.25)
-    repeats = ctx.pick(2, 15, 50)
-    size = ctx.pick(96, 224, 224)
+    repeats = ctx.pick(2, 10, 50)
+    size = ctx.pick(64, 224, 224)
     rows = measure_widths(alphas, size, repeats)
     base, std = rows["separable a=1.0"], rows["standard a=1.0"]
     mac_ratio = std["macs"] / base["macs"]
@@ -211,8 +211,8 @@ def separable(ctx: Context) -> dict[str, Any]:
     # Accuracy: separable vs standard, trained here (28 -> 32 px, stride-32 body).
     seeds = ctx.seed_list(1, 2, 3)
     alpha_train = ctx.pick(0.25, 0.25, 1.0)
-    sub = ctx.pick(256, 5_000, None)
-    recipe = sgd(ctx.pick(1, 4, 30), sub)
+    sub = ctx.pick(256, 2_000, None)
+    recipe = sgd(ctx.pick(1, 3, 30), sub)
     arms, costs = {}, {}
     for standard in (False, True):
         label = "standard" if standard else "separable"

@@ -176,6 +176,7 @@ class Context:
 
     def seed_list(self, smoke: int = 1, quick: int = 2, full: int = 5) -> list[int]:
         n = self.seeds if self.seeds else self.pick(smoke, quick, full)
+        self.seeds_used = max(n, getattr(self, "seeds_used", 0))
         return list(range(n))
 
     def say(self, text: str) -> None:
@@ -328,7 +329,7 @@ def run_claim(
         "rule": c.rule,
         "budget": budget,
         "dataset": ctx.dataset,
-        "seeds": ctx.seeds,
+        "seeds": getattr(ctx, "seeds_used", ctx.seeds),
         **body,
         "log": ctx.log,
         "runs": ctx.runs,
@@ -337,6 +338,10 @@ def run_claim(
         "environment": {**env, "load_average_1min_end": environment()["load_average_1min"]},
     }
     assert result["verdict"] in VERDICTS, result["verdict"]
+    if not keep_runs:  # the temporary run folders are gone
+        for runs in result.get("arms", {}).values():
+            for run in runs:
+                run.pop("run_dir", None)
     draw = result.pop("_plot", None)
     if draw is not None:
         save_plot(draw, out / f"{name}.png", result)
