@@ -186,7 +186,7 @@ class LeNet5(ImageClassifier):
         return self.c5(self.s4(self.c3(self.s2(self.c1(x)))))  # (B, 120, 1, 1) at 32x32
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3)) if x.shape[-1] > 1 else x.flatten(1)  # (B, 120, h, w) -> (B, 120)
+        x = x.mean((2, 3))  # (B, 120, 1, 1) -> (B, 120); also averages larger inputs' maps
         x = self.f6(x)
         return x if pre_logits else self.classifier(x)
 
