@@ -188,3 +188,9 @@ def test_tensorboard_events_when_installed(tmp_path):
     pytest.importorskip("torch.utils.tensorboard")
     fit(TrainConfig(**{**QUICK, "epochs": 1}), tmp_path / "run", quiet=True)
     assert list((tmp_path / "run/tb").glob("events.out.tfevents.*"))
+
+
+def test_adaptive_gradient_clipping_option(tmp_path):
+    metrics = fit(TrainConfig(**{**QUICK, "epochs": 1}, agc=0.01), tmp_path / "run", quiet=True)
+    assert metrics["test_acc"] > 0.1
+    assert json.loads((tmp_path / "run/config.json").read_text())["recipe"]["agc"] == 0.01
