@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visionzoo.layers.drop_path import DropPath
+from visionzoo.layers.drop_path import DropPath, drop_path_rates
 from visionzoo.layers.mlp import Mlp
 from visionzoo.models.base import FeatureInfo, ImageClassifier
 from visionzoo.registry import Family, register_model
@@ -196,7 +196,7 @@ class CSWinTransformer(ImageClassifier):
             self.stem.conv = nn.Conv2d(in_channels, C, 7, stride=4, padding=2)
         self.stem.norm = nn.LayerNorm(C)
         total = sum(config.depths)
-        rates = [drop_path_rate * i / (total - 1) for i in range(total)]  # linear decay rule
+        rates = drop_path_rates(drop_path_rate, total)
         self.stages = nn.ModuleList()
         for i, depth in enumerate(config.depths):
             dim, start = C * 2**i, sum(config.depths[:i])

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionzoo.convert import StateDict, register_converter
-from visionzoo.layers.drop_path import DropPath
+from visionzoo.layers.drop_path import DropPath, drop_path_rates
 from visionzoo.layers.mlp import Mlp
 from visionzoo.models.base import FeatureInfo, ImageClassifier
 from visionzoo.registry import Family, register_model
@@ -220,7 +220,7 @@ class SwinTransformer(ImageClassifier):
         self.patch_embed.proj = nn.Conv2d(in_channels, C, patch_size, stride=patch_size)
         self.patch_embed.norm = nn.LayerNorm(C)
         total = sum(config.depths)
-        rates = [drop_path_rate * i / (total - 1) for i in range(total)]  # linear decay rule
+        rates = drop_path_rates(drop_path_rate, total)
         self.stages = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads)):
             start = sum(config.depths[:i])

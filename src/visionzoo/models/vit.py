@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from visionzoo.convert import StateDict, register_converter, rename_keys
 from visionzoo.layers.attention import Attention
-from visionzoo.layers.drop_path import DropPath
+from visionzoo.layers.drop_path import DropPath, drop_path_rates
 from visionzoo.layers.mlp import Mlp
 from visionzoo.layers.patch_embed import PatchEmbed
 from visionzoo.models.base import FeatureInfo, ImageClassifier
@@ -160,9 +160,7 @@ class VisionTransformer(ImageClassifier):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embedding = nn.Parameter(torch.zeros(1, 1 + self.grid**2, D))
         self.pos_drop = nn.Dropout(dropout)
-        # The linear decay rule of layers.drop_path_rates, in plain Python (that one calls
-        # torch.linspace(...).tolist(), which fails when the model is built on the meta device).
-        rates = [drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
+        rates = drop_path_rates(drop_path_rate, config.depth)
         self.blocks = nn.Sequential(
             *(
                 EncoderBlock(D, config.num_heads, config.mlp_dim, dropout, attn_dropout, rate)
