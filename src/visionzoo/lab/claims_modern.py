@@ -129,43 +129,56 @@ def densenet(ctx: Context) -> dict[str, Any]:
 # 7. Depthwise-separable convolutions
 
 
-def latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int = 2) -> dict:
-    """Median and quartiles of single-batch forward latency (inference mode), in ms."""
-    model.eval()
-    times = []
+def interleaved_latency_ms(
+    models: dict[str, torch.nn.Module],
+    inputs: dict[str, torch.Tensor],
+    repeats: int,
+    warmup: int = 2,
+) -> dict[str, dict]:
+    """Median and quartiles of batch-1 forward latency (inference mode), in ms.
+
+    The models take turns within every repeat, so that other work on the machine (or a
+    clock change) during the measurement falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1000)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {"median": statistics.median(times), "q1": q[0], "q3": q[2], "repeats": repeats}
+        for model in models.values():
+            model.eval()
+        for r in range(warmup + repeats):
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                model(inputs[name])
+                if r >= warmup:
+                    times[name].append((time.perf_counter() - t0) * 1000)
+    out = {}
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
+        out[name] = {"median": statistics.median(ts), "q1": q[0], "q3": q[2], "repeats": repeats}
+    return out
 
 
 def measure_widths(alphas: tuple[float, ...], size: int, repeats: int) -> dict[str, dict]:
-    """MACs, parameters and measured latency of MobileNet v1 (separable and standard) at 224."""
+    """MACs, parameters and measured latency of MobileNet v1 (separable and standard)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from visionzoo.lab.nets import lab_mobilenet
 
-    rows = {}
+    rows, models, inputs = {}, {}, {}
     configs = [(a, False) for a in alphas] + [(alphas[0], True)]
     for alpha, standard in configs:
-        model = lab_mobilenet(alpha, standard, small_input=False, image_size=size)
+        name = f"{'standard' if standard else 'separable'} a={alpha}"
+        model = lab_mobilenet(alpha, standard, small_input=False, image_size=size).eval()
         x = torch.randn(1, 3, size, size)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model.eval()
             model(x)
-        name = f"{'standard' if standard else 'separable'} a={alpha}"
+        models[name], inputs[name] = model, x
         rows[name] = {
             "alpha": alpha,
             "standard": standard,
             "macs": counter.get_total_flops() // 2,
             "params": sum(p.numel() for p in model.parameters()),
-            "latency_ms": latency_ms(model, x, repeats),
         }
+    for name, lat in interleaved_latency_ms(models, inputs, repeats).items():
+        rows[name]["latency_ms"] = lat
     return rows
 
 
@@ -282,7 +295,7 @@ def separable(ctx: Context) -> dict[str, Any]:
             ctx,
             f"accuracy arms: MobileNet v1 at alpha {alpha_train}, 32 px "
             f"(28 padded), {recipe['epochs']} epochs on {sub or 'all'} images; "
-            f"latency: {repeats} timed repeats after 2 warm-ups",
+            f"latency: {repeats} timed repeats after 2 warm-ups, the models taking turns",
         ),
         "recipe": recipe,
         "arms": arms,
