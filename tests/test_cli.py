@@ -58,15 +58,23 @@ def test_predict_any_photo(run_dir, tmp_path, capsys):
 
 
 def test_unknown_model_and_dataset(capsys, tmp_path):
-    assert "did you mean: lenet5" in one_line_error(capsys, ["train", "lenet", "--out", str(tmp_path / "x")])
-    err = one_line_error(capsys, ["train", "lenet5", "--dataset", "fashion-mnst", "--out", str(tmp_path / "y")])
+    assert "did you mean: lenet5" in one_line_error(
+        capsys, ["train", "lenet", "--out", str(tmp_path / "x")]
+    )
+    err = one_line_error(
+        capsys, ["train", "lenet5", "--dataset", "fashion-mnst", "--out", str(tmp_path / "y")]
+    )
     assert "fashion-mnist" in err
-    assert "unknown recipe" in one_line_error(capsys, ["train", "lenet5", "--recipe", "fast", "--out", str(tmp_path)])
+    assert "unknown recipe" in one_line_error(
+        capsys, ["train", "lenet5", "--recipe", "fast", "--out", str(tmp_path)]
+    )
 
 
 def test_out_holding_a_run_is_refused(run_dir, capsys):
     before = (run_dir / "model.safetensors").read_bytes()
-    err = one_line_error(capsys, ["train", "lenet5", "--dataset", "synthetic", "--out", str(run_dir)])
+    err = one_line_error(
+        capsys, ["train", "lenet5", "--dataset", "synthetic", "--out", str(run_dir)]
+    )
     assert "--overwrite" in err
     assert (run_dir / "model.safetensors").read_bytes() == before
 
@@ -78,7 +86,9 @@ def test_missing_dataset_files_say_how(capsys, tmp_path, monkeypatch):
 
 
 def test_bad_run_dirs(run_dir, capsys, tmp_path):
-    assert "not a run folder" in one_line_error(capsys, ["predict", str(tmp_path / "nope"), "x.png"])
+    assert "not a run folder" in one_line_error(
+        capsys, ["predict", str(tmp_path / "nope"), "x.png"]
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no config.json" in one_line_error(capsys, ["eval", str(empty)])
@@ -98,11 +108,17 @@ def test_bad_run_dirs(run_dir, capsys, tmp_path):
 
 def test_bad_images(run_dir, capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    assert "not a readable image" in one_line_error(capsys, ["predict", str(run_dir), str(tmp_path / "notes.txt")])
+    assert "not a readable image" in one_line_error(
+        capsys, ["predict", str(run_dir), str(tmp_path / "notes.txt")]
+    )
     write_png(torch.zeros(1, 8, 8, dtype=torch.uint8), str(tmp_path / "ok.png"))
     (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:30])
-    assert "not a readable image" in one_line_error(capsys, ["predict", str(run_dir), str(tmp_path / "cut.png")])
-    assert "no such file" in one_line_error(capsys, ["predict", str(run_dir), str(tmp_path / "missing.png")])
+    assert "not a readable image" in one_line_error(
+        capsys, ["predict", str(run_dir), str(tmp_path / "cut.png")]
+    )
+    assert "no such file" in one_line_error(
+        capsys, ["predict", str(run_dir), str(tmp_path / "missing.png")]
+    )
 
 
 def test_resume_errors(run_dir, capsys, tmp_path):

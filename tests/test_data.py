@@ -35,7 +35,9 @@ def make_idx_dataset(folder: Path, n_train=50, n_test=20, size=28, classes=10, g
     rng = np.random.default_rng(0)
     ext = ".gz" if gz else ""
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, size, size)))
+        write_idx(
+            folder / f"{prefix}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, size, size))
+        )
         write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", np.arange(n) % classes)
     return folder
 
@@ -152,7 +154,9 @@ def test_imagefolder(tmp_path):
     for c in ("cat", "dog"):
         (tmp_path / c).mkdir()
         for i in range(5):
-            write_png(torch.full((1, 20, 20), 40 * i, dtype=torch.uint8), str(tmp_path / c / f"{i}.png"))
+            write_png(
+                torch.full((1, 20, 20), 40 * i, dtype=torch.uint8), str(tmp_path / c / f"{i}.png")
+            )
     write_png(torch.zeros(1, 30, 30, dtype=torch.uint8), str(tmp_path / "dog" / "big.png"))
     train = load_dataset(f"imagefolder:{tmp_path}", "train")
     test = load_dataset(f"imagefolder:{tmp_path}", "test")
@@ -189,7 +193,9 @@ def test_loader_is_seeded_resumable_and_sharded():
     assert torch.equal(full[5][0], tail[0][0]) and torch.equal(full[5][1], tail[0][1])
     assert not torch.equal(full[0][0], list(loader.epoch(3))[0][0])
     assert full[0][1].shape == (64, 10) and torch.allclose(full[0][1].sum(1), torch.ones(64))
-    shards = [DeviceLoader(data, 64, pre, shuffle=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    shards = [
+        DeviceLoader(data, 64, pre, shuffle=True, seed=3, rank=r, world_size=2) for r in (0, 1)
+    ]
     seen = torch.cat([torch.cat([y for _, y in s.epoch(0)]) for s in shards])
     assert len(seen) == len(data)
 
@@ -206,7 +212,9 @@ def test_augmentations_keep_shapes_and_flip_only_where_allowed():
     assert cropped.shape == x.shape and not torch.equal(cropped, x)
 
 
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
 def test_real_fashion_mnist_files_are_the_official_ones():
     spec = get_spec("fashion-mnist")
     for remote in spec.files["train"] + spec.files["test"]:

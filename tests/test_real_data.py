@@ -14,7 +14,9 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.is_file(), reason="apt-get install dataset-fashion-mnist (make test does)")
+@pytest.mark.skipif(
+    not FASHION.is_file(), reason="apt-get install dataset-fashion-mnist (make test does)"
+)
 def test_lenet5_one_epoch_on_fashion_mnist(tmp_path):
     recipe = {k: v for k, v in RECIPES["demo"].items()}
     cfg = TrainConfig(model="lenet5", dataset="fashion-mnist", **{**recipe, "epochs": 1})
