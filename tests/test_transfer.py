@@ -96,3 +96,15 @@ def test_3_to_1_channel_adaptation_keeps_gray_response():
     rgb = gray.expand(1, 3, 5, 5)
     adapted = transfer.adapt_in_channels(w, 1)
     assert torch.allclose(torch.conv2d(gray, adapted), torch.conv2d(rgb, w), atol=1e-5)
+
+
+def test_head_reset_even_with_the_same_number_of_classes(source_run):
+    """synthetic -> another 10-class task: the 10-way head must not be kept."""
+    model = create_model("lenet5", num_classes=10)
+    reset = transfer.initialise(model, str(source_run), class_names=[f"d{i}" for i in range(10)])
+    assert set(reset) == {"classifier.weight", "classifier.bias"}
+    src = load_file(source_run / "model.safetensors")
+    assert not torch.equal(model.classifier.weight, src["classifier.weight"])
+    same = create_model("lenet5", num_classes=10)
+    names = [f"class{i}" for i in range(10)]
+    assert transfer.initialise(same, str(source_run), class_names=names) == []  # same task: kept

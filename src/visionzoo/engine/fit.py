@@ -109,7 +109,7 @@ def fit(
         model, pre = build_model_for(cfg, spec)
     head_keys: list[str] = []
     if cfg.init and not resume:
-        head_keys = initialise(model, cfg.init)
+        head_keys = initialise(model, cfg.init, list(spec.classes))
         progress.log(f"initialised from {cfg.init}; new head: {len(head_keys)} tensors")
     model.to(device)
     if cfg.channels_last:

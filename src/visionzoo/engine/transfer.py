@@ -113,9 +113,27 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(prefixes) or ("classifier.",)
 
 
-def initialise(model: nn.Module, source: str) -> list[str]:
-    """Load --init weights into `model`; returns the names of the reset (head) tensors."""
+def source_classes(source: str) -> list[str] | None:
+    """The class names the --init weights were trained for (None: ImageNet's 1000)."""
+    if source.startswith(("torchvision:", "timm:")):
+        return None
+    from visionzoo.runs import read_config
+
+    return list(read_config(Path(source)).get("class_names", []))
+
+
+def initialise(model: nn.Module, source: str, class_names: list[str] | None = None) -> list[str]:
+    """Load --init weights into `model`; returns the names of the reset (head) tensors.
+
+    The head is reset whenever the new task's classes differ from the source's, also when
+    their number happens to be the same (Fashion-MNIST -> MNIST: 10 and 10).
+    """
     state = source_state_dict(source, model.model_name)
+    theirs = source_classes(source)
+    same_task = class_names is not None and theirs is not None and list(class_names) == theirs
+    if not same_task:
+        heads = head_prefixes(model)
+        state = {k: v for k, v in state.items() if not k.startswith(heads)}
     adapted, reset = adapt_state_dict(model, state)
     missing, unexpected = model.load_state_dict(adapted, strict=False)
     assert not unexpected, unexpected
