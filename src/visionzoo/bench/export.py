@@ -44,15 +44,23 @@ class ExportResult:
     ok: bool
     exporter: str = ""
     error: str = ""
+    logit_scale: float | None = None  # max |logit| of the eager model, to read the diff against
+
+    @property
+    def relative_diff(self) -> float | None:
+        if self.max_abs_diff is None or not self.logit_scale:
+            return None
+        return self.max_abs_diff / self.logit_scale
 
     def line(self, name: str) -> str:
         """One line for the terminal."""
         if self.error:
             return f"{name}: {self.format} export failed: {self.error}"
         verdict = "ok" if self.ok else f"FAILED (> {TOLERANCE:g})"
+        rel = f" ({self.relative_diff:.1e} of the largest logit)" if self.relative_diff else ""
         return (
             f"{name}: {self.format} -> {self.path} ({self.exporter}); "
-            f"max |logit diff| = {self.max_abs_diff:.2e} {verdict}"
+            f"max |logit diff| = {self.max_abs_diff:.2e}{rel} {verdict}"
         )
 
 
@@ -202,4 +210,5 @@ def export_model(
             raise
         return ExportResult(fmt, None, None, False, exporter, error=_first_line(err))
     diff = float((got_t.float() - expected).abs().max())
-    return ExportResult(fmt, written, diff, diff <= TOLERANCE, used)
+    scale = float(expected.abs().max())
+    return ExportResult(fmt, written, diff, diff <= TOLERANCE, used, logit_scale=scale)
