@@ -11,6 +11,8 @@ from visionzoo.registry import (  # noqa: E402
     register_model,
 )
 
+from visionzoo.bench.optimize import optimize  # noqa: E402
+
 __all__ = [
     "ModelInfo",
     "__version__",
@@ -18,5 +20,6 @@ __all__ = [
     "get_model_info",
     "list_families",
     "list_models",
+    "optimize",
     "register_model",
 ]
