@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from visionzoo.bench.optimize import optimize  # noqa: E402
 from visionzoo.registry import (  # noqa: E402
     ModelInfo,
     create_model,
@@ -10,8 +11,6 @@ from visionzoo.registry import (  # noqa: E402
     list_models,
     register_model,
 )
-
-from visionzoo.bench.optimize import optimize  # noqa: E402
 
 __all__ = [
     "ModelInfo",

@@ -133,7 +133,7 @@ class LeNet5(ImageClassifier):
     ) -> None:
         super().__init__()
         if image_size < 32:
-            raise ValueError(f"LeNet-5 takes 32x32 inputs (pad 28x28 digits by 2), got {image_size}")
+            raise ValueError(f"LeNet-5 takes 32x32 inputs (pad 28x28 by 2), got {image_size}")
         act: type[nn.Module] = ScaledTanh if paper else nn.ReLU
         self.paper, self.in_channels, self.image_size = paper, in_channels, image_size
         self.min_image_size, self.num_features = 32, 84
