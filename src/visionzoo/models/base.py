@@ -51,7 +51,15 @@ class ImageClassifier(nn.Module):
         raise NotImplementedError
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        raise NotImplementedError
+        """The stem's output, then each stage's: the default for `stem -> stages` models."""
+        if not (hasattr(self, "stem") and hasattr(self, "stages")):
+            raise NotImplementedError(f"{type(self).__name__} must define forward_intermediates")
+        x = self.stem(x)
+        out = [x]
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

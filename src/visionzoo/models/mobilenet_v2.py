@@ -115,14 +115,6 @@ class MobileNetV2(ImageClassifier):
         x = self.dropout(x.mean((2, 3)))  # global average pooling: (B, C, h, w) -> (B, C)
         return x if pre_logits else self.classifier(x)
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        x = self.stem(x)
-        out = [x]
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
 
 def block_prefixes(expand: bool) -> list[tuple[str, str]]:
     """torchvision's InvertedResidual children -> ours (expand and dw are ConvBNAct, the

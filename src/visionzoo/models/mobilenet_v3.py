@@ -167,14 +167,6 @@ class MobileNetV3(ImageClassifier):
         x = self.dropout(self.head_act(self.head_fc(x)))
         return x if pre_logits else self.classifier(x)
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        x = self.stem(x)
-        out = [x]
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
 
 def torchvision_converter(rows: tuple[BneckRow, ...]):
     """A converter from torchvision's flat `features.N.block.K` to ours for one table."""
