@@ -14,6 +14,7 @@ from visionzoo.lab.core import (
     PARTLY,
     REPRODUCED,
     Context,
+    accuracy_vs_cost,
     arm_summary,
     bars,
     binomial_se,
@@ -448,20 +449,7 @@ def vgg(ctx: Context) -> dict[str, Any]:
     def draw(fig):
         ax1, ax2 = fig.subplots(1, 2)
         curves(ax1, arms, "test_acc", "test accuracy")
-        labels = list(arms)
-        for k in labels:
-            ax2.errorbar(
-                costs[k]["params"],
-                acc[k]["mean"],
-                yerr=2 * acc[k]["se"],
-                fmt="o",
-                capsize=4,
-                label=k,
-            )
-        ax2.set_xlabel("parameters")
-        ax2.set_ylabel("test accuracy")
-        ax2.legend(fontsize=8)
-        ax2.grid(alpha=0.3)
+        accuracy_vs_cost(ax2, {k: costs[k]["params"] for k in arms}, acc, "parameters")
 
     return {
         "verdict": verdict,
@@ -543,19 +531,8 @@ def googlenet(ctx: Context) -> dict[str, Any]:
     def draw(fig):
         ax1, ax2 = fig.subplots(1, 2)
         curves(ax1, arms, "test_acc", "test accuracy")
-        for k in arms:
-            ax2.errorbar(
-                costs[k]["macs"] / 1e6,
-                acc[k]["mean"],
-                yerr=2 * acc[k]["se"],
-                fmt="o",
-                capsize=4,
-                label=k,
-            )
-        ax2.set_xlabel("multiply-adds per image (M)")
-        ax2.set_ylabel("test accuracy")
-        ax2.legend(fontsize=8)
-        ax2.grid(alpha=0.3)
+        macs = {k: costs[k]["macs"] / 1e6 for k in arms}
+        accuracy_vs_cost(ax2, macs, acc, "multiply-adds per image (M)")
 
     return {
         "verdict": verdict,

@@ -399,6 +399,16 @@ def curves(ax, arms: dict[str, list[dict[str, Any]]], key: str, ylabel: str, err
     ax.legend(fontsize=8)
 
 
+def accuracy_vs_cost(ax, costs: dict[str, float], acc: dict[str, dict[str, Any]], xlabel: str):
+    """One point per arm: its cost against mean test accuracy, with a 2-SE error bar."""
+    for k, cost in costs.items():
+        ax.errorbar(cost, acc[k]["mean"], yerr=2 * acc[k]["se"], fmt="o", capsize=4, label=k)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
 def bars(ax, labels: list[str], values: list[float], errors: list[float] | None, ylabel: str):
     xs = range(len(labels))
     ax.bar(xs, values, yerr=[2 * e for e in errors] if errors else None, capsize=4, color="#4c78a8")
