@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionzoo.engine.train import git_commit
 from visionzoo.errors import UserError
 
 __all__ = [
@@ -350,17 +350,6 @@ def _bench_once(name, runners, cfg, size, channels, batch, mode) -> list[dict[st
     return rows
 
 
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[3]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        return commit or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -395,7 +384,7 @@ def environment(cfg: BenchConfig | None = None) -> dict[str, Any]:
         "torchvision": _version("torchvision"),
         "timm": _version("timm"),
         "onnxruntime": _version("onnxruntime"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     if cfg is not None:
