@@ -27,6 +27,23 @@ def test_register_twice_is_an_error():
             return nn.Identity()
 
 
+def test_unregister_removes_a_runtime_model():
+    from visionzoo import is_registered, unregister_model
+
+    fam = Family("Test", 2000, "t", "u")
+
+    @register_model(fam, image_size=8, num_classes=3)
+    def tmp_runtime_net(**kwargs):
+        return nn.Identity()
+
+    assert is_registered("tmp_runtime_net") and "tmp_runtime_net" in list_models("tmp_*")
+    info = unregister_model("tmp_runtime_net")
+    assert info.num_classes == 3
+    assert not is_registered("tmp_runtime_net") and list_models("tmp_*") == []
+    with pytest.raises(UnknownModelError):
+        unregister_model("tmp_runtime_net")
+
+
 def test_model_info_from_docstring():
     info = get_model_info("lenet5_paper")
     assert info.family == "LeNet" and info.year == 1998

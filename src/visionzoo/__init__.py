@@ -7,9 +7,11 @@ from visionzoo.registry import (  # noqa: E402
     ModelInfo,
     create_model,
     get_model_info,
+    is_registered,
     list_families,
     list_models,
     register_model,
+    unregister_model,
 )
 
 __all__ = [
@@ -17,8 +19,10 @@ __all__ = [
     "__version__",
     "create_model",
     "get_model_info",
+    "is_registered",
     "list_families",
     "list_models",
     "optimize",
     "register_model",
+    "unregister_model",
 ]

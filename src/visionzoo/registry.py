@@ -180,6 +180,20 @@ def _lookup(name: str) -> ModelInfo:
     raise UnknownModelError(msg)
 
 
+def unregister_model(name: str) -> ModelInfo:
+    """Remove a registered model and return its ModelInfo (for models registered at run time,
+    e.g. an experiment's temporary variants); unknown names raise UnknownModelError."""
+    info = _lookup(name)
+    del _REGISTRY[name]
+    return info
+
+
+def is_registered(name: str) -> bool:
+    """Whether `name` is a registered model (never raises)."""
+    _load_families()
+    return name in _REGISTRY
+
+
 def get_model_info(name: str) -> ModelInfo:
     """The ModelInfo of a registered model; unknown names raise UnknownModelError."""
     return _lookup(name)

@@ -340,14 +340,12 @@ MIN_SIZES = {"lab_mobilenet": 32}  # stride 32 without small_input: pad 28 px im
 @contextlib.contextmanager
 def lab_models() -> Iterator[None]:
     """Register the lab builders for the duration of an experiment, then remove them."""
-    from visionzoo import registry
-    from visionzoo.registry import Family, register_model
+    from visionzoo.registry import Family, is_registered, register_model, unregister_model
 
     family = Family("visionzoo lab", 2026, "lab-only twins for the history experiments", "")
-    registry.list_models()  # load the real families first
     added = []
     for fn in BUILDERS:
-        if fn.__name__ not in registry._REGISTRY:
+        if not is_registered(fn.__name__):
             min_size = MIN_SIZES.get(fn.__name__, 8)
             register_model(
                 family, image_size=28, in_channels=1, num_classes=10, min_image_size=min_size
@@ -357,4 +355,4 @@ def lab_models() -> Iterator[None]:
         yield
     finally:
         for name in added:
-            registry._REGISTRY.pop(name, None)
+            unregister_model(name)
