@@ -56,3 +56,18 @@ class InvertedResidual(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         branch = self.project(self.se(self.dw(self.expand(x))))
         return x + self.drop_path(branch) if self.use_shortcut else branch
+
+
+def torchvision_block_rules(tv_block: str, ours: str, names: list[str]) -> list[tuple[str, str]]:
+    """Renaming rules for one torchvision MBConv/bneck block (`tv_block` a regex ending in
+    `block\\.`, whose children are numbered in order) to ours (`ours.{expand,dw,se,project}`):
+    the SE child keeps its inner names, the others are torchvision's Conv2dNormActivation
+    (`K.0` conv, `K.1` BN) -> our ConvNormAct (`conv`, `bn`)."""
+    rules = []
+    for k, name in enumerate(names):
+        tv = rf"{tv_block}{k}\."
+        if name == "se":
+            rules.append((tv, f"{ours}.se."))
+        else:
+            rules += [(tv + r"0\.", f"{ours}.{name}.conv."), (tv + r"1\.", f"{ours}.{name}.bn.")]
+    return rules

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from visionzoo.convert import StateDict, register_converter, rename_keys
 from visionzoo.layers.conv_norm_act import ConvNormAct
 from visionzoo.layers.helpers import make_divisible, round_repeats
-from visionzoo.layers.inverted_residual import InvertedResidual
+from visionzoo.layers.inverted_residual import InvertedResidual, torchvision_block_rules
 from visionzoo.layers.squeeze_excite import SqueezeExcite
 from visionzoo.models.base import FeatureInfo, ImageClassifier, init_weights_he
 from visionzoo.registry import Family, register_model
@@ -224,15 +224,8 @@ def _from_torchvision(state_dict: StateDict) -> StateDict:
     rules = [(r"^features\.0\.0\.", "stem.conv."), (r"^features\.0\.1\.", "stem.bn.")]
     for i, row in enumerate(TABLE_1_B0):
         names = ["expand"] * (row.expand_ratio != 1) + ["dw", "se", "project"]
-        for k, name in enumerate(names):
-            tv = rf"^features\.{i + 1}\.(\d+)\.block\.{k}\."
-            if name == "se":
-                rules.append((tv, rf"stages.{i}.\1.se."))
-            else:
-                rules += [
-                    (tv + r"0\.", rf"stages.{i}.\1.{name}.conv."),
-                    (tv + r"1\.", rf"stages.{i}.\1.{name}.bn."),
-                ]
+        tv_block = rf"^features\.{i + 1}\.(\d+)\.block\."
+        rules += torchvision_block_rules(tv_block, rf"stages.{i}.\1", names)
     last = len(TABLE_1_B0) + 1
     rules += [
         (rf"^features\.{last}\.0\.", "conv_head.conv."),

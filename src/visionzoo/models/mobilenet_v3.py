@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from visionzoo.convert import StateDict, register_converter, rename_keys
 from visionzoo.layers.conv_norm_act import ConvNormAct
 from visionzoo.layers.helpers import make_divisible
-from visionzoo.layers.inverted_residual import InvertedResidual
+from visionzoo.layers.inverted_residual import InvertedResidual, torchvision_block_rules
 from visionzoo.layers.squeeze_excite import SqueezeExcite
 from visionzoo.models.base import FeatureInfo, ImageClassifier, init_weights_he
 from visionzoo.registry import Family, register_model
@@ -178,15 +178,7 @@ def torchvision_converter(rows: tuple[BneckRow, ...]):
                 row, prefix = rows[k], f"stages.{i}.{j}"
                 has_expand = row.expanded != (rows[k - 1].out_channels if k else 16)
                 names = ["expand"] * has_expand + ["dw"] + ["se"] * row.se + ["project"]
-                for idx, name in enumerate(names):
-                    tv = rf"^features\.{k + 1}\.block\.{idx}\."
-                    if name == "se":
-                        rules.append((tv, f"{prefix}.se."))
-                    else:
-                        rules += [
-                            (tv + r"0\.", f"{prefix}.{name}.conv."),
-                            (tv + r"1\.", f"{prefix}.{name}.bn."),
-                        ]
+                rules += torchvision_block_rules(rf"^features\.{k + 1}\.block\.", prefix, names)
         last = len(rows) + 1
         rules += [
             (rf"^features\.{last}\.0\.", "conv_head.conv."),
