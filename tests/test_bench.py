@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -285,6 +286,36 @@ def test_fast_path_on_a_registered_resnet():
     fast = optimize(model, image_size=32)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
     assert (fast(x) - model(x)).abs().max() <= 1e-4
+
+
+@needs("resnet20")
+@pytest.mark.skipif(not shutil.which("c++"), reason="inductor on CPU needs a C++ compiler")
+def test_compiled_fast_path_keeps_logits():
+    """torch.compile with inductor freezing (needs a C++ compiler, as inductor on CPU does)."""
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 32, 32)
+    fast = optimize(model, image_size=32, compile=True)
+    assert fast._compiled is not None
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max() <= 1e-4
+
+
+def test_fast_path_falls_back_to_eager_when_compile_fails():
+    model = _ConvBnNet().eval()
+    fast = optimize(model, image_size=16)
+
+    def broken(x):
+        raise RuntimeError("no C++ compiler")
+
+    object.__setattr__(fast, "_compiled", broken)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.warns(UserWarning, match="torch.compile failed.*no C.. compiler"):
+        y = fast(x)
+    assert fast._compiled is None
+    with torch.no_grad():
+        assert (y - model(x)).abs().max() <= 1e-4
 
 
 def test_reported_figures():
