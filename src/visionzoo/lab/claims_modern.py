@@ -18,6 +18,7 @@ from visionzoo.lab.core import (
     PARTLY,
     REPRODUCED,
     Context,
+    accuracy_vs_cost,
     arm_summary,
     bars,
     binomial_se,
@@ -30,23 +31,6 @@ from visionzoo.lab.core import (
     verdict_greater,
     verdict_noninferior,
 )
-
-
-def _scatter(ax, costs: dict, acc: dict, key: str, label: str, scale: float = 1.0) -> None:
-    for k in acc:
-        ax.errorbar(
-            costs[k][key] / scale,
-            acc[k]["mean"],
-            yerr=2 * acc[k]["se"],
-            fmt="o",
-            capsize=4,
-            label=k,
-        )
-    ax.set_xlabel(label)
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-
 
 # ---------------------------------------------------------------------------------------
 # 6. DenseNet vs ResNet
@@ -107,7 +91,7 @@ def densenet(ctx: Context) -> dict[str, Any]:
     def draw(fig):
         ax1, ax2 = fig.subplots(1, 2)
         curves(ax1, arms, "test_acc", "test accuracy")
-        _scatter(ax2, costs, acc, "params", "parameters")
+        accuracy_vs_cost(ax2, {k: costs[k]["params"] for k in acc}, acc, "parameters")
 
     return {
         "verdict": verdict,
@@ -277,7 +261,8 @@ def separable(ctx: Context) -> dict[str, Any]:
         ax1.grid(alpha=0.3)
         bars(ax2, [f"a={a}" for a in alphas], [x["median"] for x in lat], None, "latency (ms)")
         ax2.set_title("width multiplier", fontsize=9)
-        _scatter(ax3, costs, acc, "macs", "multiply-adds (M), trained net", 1e6)
+        macs = {k: costs[k]["macs"] / 1e6 for k in acc}
+        accuracy_vs_cost(ax3, macs, acc, "multiply-adds (M), trained net")
 
     return {
         "verdict": verdict,
@@ -388,7 +373,8 @@ def efficientnet(ctx: Context) -> dict[str, Any]:
     def draw(fig):
         ax1, ax2 = fig.subplots(1, 2)
         curves(ax1, arms, "test_acc", "test accuracy")
-        _scatter(ax2, costs, acc, "macs", "multiply-adds per image (M)", 1e6)
+        macs = {k: costs[k]["macs"] / 1e6 for k in acc}
+        accuracy_vs_cost(ax2, macs, acc, "multiply-adds per image (M)")
 
     return {
         "verdict": verdict,
