@@ -51,8 +51,8 @@ from visionzoo.lab.core import (
 )
 def densenet(ctx: Context) -> dict[str, Any]:
     seeds = ctx.seed_list(1, 2, 5)
-    sub = ctx.pick(512, 10_000, None)
-    recipe = sgd(ctx.pick(1, 8, 300), sub, lr=0.1, weight_decay=1e-4, batch_size=64)
+    sub = ctx.pick(512, 6_000, None)
+    recipe = sgd(ctx.pick(1, 5, 300), sub, lr=0.1, weight_decay=1e-4, batch_size=64)
     res_small, res_big = ctx.pick(
         ((4, 8, 16), (8, 16, 32)), ((8, 16, 32), (16, 32, 64)), ((16, 32, 64), (32, 64, 128))
     )
@@ -311,7 +311,7 @@ def efficientnet(ctx: Context) -> dict[str, Any]:
 
     seeds = ctx.seed_list(1, 1, 3)
     w0, d0, r0 = ctx.pick((0.25, 0.25, 16), (0.5, 0.5, 20), (1.0, 1.0, 32))
-    sub = ctx.pick(256, 5_000, None)
+    sub = ctx.pick(256, 3_500, None)
     recipe = dict(
         epochs=ctx.pick(1, 4, 60),
         train_subset=sub,
