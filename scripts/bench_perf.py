@@ -4,7 +4,9 @@ For each model and batch size, four implementations are timed alternately in one
 (`visionzoo.bench.timing`): our eager model, torchvision's with the same weights ported
 into ours, our fast path (`visionzoo.optimize`: BatchNorm folded, channels-last,
 inference mode) and onnxruntime running our ONNX export. Goals: ours / torchvision speed
->= 0.95; fast path / torchvision eager >= 1.3. Writes results/bench/perf_table.{csv,json,md}
+>= 0.95; fast path / torchvision eager >= 1.3. Beside them, the roofline: each model's
+FLOPs at the best sgemm rate measured in the same process, the floor no fp32
+implementation doing the same arithmetic can go below. Writes results/bench/perf_table.{csv,json,md}
 with the environment.
 
     OMP_NUM_THREADS=2 python scripts/bench_perf.py [--models ...] [--batch-sizes 1,16]
@@ -25,6 +27,30 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["resnet50", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16", "convnext_tiny"]
 
 
+def sgemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The best fp32 matrix-multiply rate this process reaches (GFLOP/s, n x n x n)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def model_gflops(name: str) -> float:
+    """FLOPs of one image at the default input, counted by FlopCounterMode (GFLOP)."""
+    from visionzoo.bench.profile import count_flops
+    from visionzoo.registry import create_model, get_model_info
+
+    info = get_model_info(name)
+    model = create_model(name).eval()
+    return (
+        count_flops(model, torch.randn(1, info.in_channels, info.image_size, info.image_size)) / 1e9
+    )
+
+
 def _median(rows: list[dict], model: str, batch: int, impl: str) -> float | None:
     for r in rows:
         if (r["model"], r["batch_size"], r["impl"], r["mode"]) == (model, batch, impl, "inference"):
@@ -32,8 +58,14 @@ def _median(rows: list[dict], model: str, batch: int, impl: str) -> float | None
     return None
 
 
-def table_rows(rows: list[dict]) -> list[dict]:
-    """One row per (model, batch): the four medians and the ratios against torchvision."""
+def table_rows(
+    rows: list[dict], peak: float | None = None, gflops: dict | None = None
+) -> list[dict]:
+    """One row per (model, batch): the four medians and the ratios against torchvision.
+
+    With the sgemm `peak` (GFLOP/s) and each model's `gflops` per image, also the floor: the
+    time the model's FLOPs would take at that peak, and the most any fp32 implementation
+    could gain over torchvision's eager time (tv time / floor)."""
     out = []
     for model, batch in dict.fromkeys((r["model"], r["batch_size"]) for r in rows):
         ours = _median(rows, model, batch, "visionzoo")
@@ -60,6 +92,14 @@ def table_rows(rows: list[dict]) -> list[dict]:
                 "onnxruntime_vs_tv": speed(ort),
             }
         )
+        if peak and gflops and model in gflops:
+            floor_ms = gflops[model] * batch / peak * 1e3
+            out[-1].update(
+                gflops_per_image=round(gflops[model], 3),
+                floor_ms=round(floor_ms, 1),
+                tv_gflops_s=round(gflops[model] * batch / tv * 1e3, 1) if tv else None,
+                attainable_vs_tv=speed(floor_ms),
+            )
     return out
 
 
@@ -73,6 +113,7 @@ def _fmt(v: float | None, goal: float | None = None) -> str:
 
 def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, cmd: str) -> None:
     compiled = any(r.get("fast_compiled_ms") for r in table)
+    roof = any(r.get("floor_ms") for r in table)
     lines = [
         "# CPU performance: visionzoo vs torchvision, fast path, onnxruntime",
         "",
@@ -89,8 +130,12 @@ def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, c
         "convolutions, channels-last, inference mode).",
         "",
         "| model | batch | torchvision | ours | ours x tv | fast path | fast x tv "
-        "| onnxruntime | ort x tv |" + (" fast+compile | x tv |" if compiled else ""),
-        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if compiled else ""),
+        "| onnxruntime | ort x tv |"
+        + (" fast+compile | x tv |" if compiled else "")
+        + (" tv GFLOP/s | floor | at most x tv |" if roof else ""),
+        "|---|---|---|---|---|---|---|---|---|"
+        + ("---|---|" if compiled else "")
+        + ("---|---|---|" if roof else ""),
     ]
     for r in table:
         line = (
@@ -101,12 +146,25 @@ def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, c
         )
         if compiled:
             line += f" {_fmt(r['fast_compiled_ms'])} | {_fmt(r['fast_compiled_vs_tv'], 1.3)} |"
+        if roof:
+            line += (
+                f" {_fmt(r.get('tv_gflops_s'))} | {_fmt(r.get('floor_ms'))} | "
+                f"{_fmt(r.get('attainable_vs_tv'), 1.3)} |"
+            )
         lines.append(line)
     if compiled:
         notes = notes + [
             "fast+compile (`visionzoo.optimize(model, compile=True)`, inductor) is timed in a "
             "second pass, after compilation; its ratio compares with torchvision's time from "
             "the first pass."
+        ]
+    if roof:
+        notes = notes + [
+            f"floor = the model's FLOPs (FlopCounterMode, one image x batch) at the best fp32 "
+            f"sgemm rate this process reached ({env['sgemm_peak_gflops']:.0f} GFLOP/s, "
+            "2048^3 torch.mm, same threads); `at most x tv` = torchvision's time / floor, the "
+            "ceiling for any fp32 implementation that does the same arithmetic (a ✗ there "
+            "means the 1.3x goal is out of reach without changing the numerics)."
         ]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -140,6 +198,8 @@ def main() -> None:
         warmup=args.warmup,
     )
     env = environment(cfg)
+    env["sgemm_peak_gflops"] = round(sgemm_peak_gflops(), 1)
+    gflops = {name: model_gflops(name) for name in args.models.split(",")}
     rows, notes = [], []
     for name in args.models.split(","):
         start = time.perf_counter()
@@ -154,7 +214,7 @@ def main() -> None:
             notes += n
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     env["load_average_after"] = [round(v, 2) for v in __import__("os").getloadavg()]
-    table = table_rows(rows)
+    table = table_rows(rows, env["sgemm_peak_gflops"], gflops)
     csv_path, json_path = write_results(rows, {**env, "table": table}, args.out, args.stem)
     cmd = "OMP_NUM_THREADS={} python scripts/bench_perf.py {}".format(
         torch.get_num_threads(), " ".join(sys.argv[1:])
