@@ -33,6 +33,13 @@ def _env_line(env: dict[str, Any]) -> str:
     )
 
 
+def _time(r: dict[str, Any]) -> str:
+    """Wall time and the CPU it ran on (claims run on different machines are not alike)."""
+    cpu = str(r.get("environment", {}).get("cpu") or "?")
+    cpu = " ".join(w for w in cpu.replace("(R)", "").split() if w != "Processor")
+    return f"{r.get('elapsed_s', 0):.0f} s, {cpu}"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         "# The history lab: verdicts",
@@ -48,7 +55,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         summary = r["summary"].replace("|", "/")
         lines.append(
             f"| [{r['claim']}](#{r['claim']}) | **{r['verdict']}** | {r.get('budget')} "
-            f"| {r.get('dataset')} | {summary} | {r.get('elapsed_s', 0):.0f} s |"
+            f"| {r.get('dataset')} | {summary} | {_time(r)} |"
         )
     missing = [n for n in CLAIMS if n not in {r["claim"] for r in results}]
     if missing:
@@ -88,7 +95,8 @@ def to_html(results: list[dict[str, Any]]) -> str:
         f"<tr><td><a href='#{e(r['claim'])}'>{e(r['claim'])}</a></td>"
         f"<td><span class='v' style='background:{BADGE.get(r['verdict'], '#666')}'>"
         f"{e(r['verdict'])}</span></td><td>{e(str(r.get('budget')))}</td>"
-        f"<td>{e(str(r.get('dataset')))}</td><td>{e(r['summary'])}</td></tr>"
+        f"<td>{e(str(r.get('dataset')))}</td><td>{e(r['summary'])}</td>"
+        f"<td>{e(_time(r))}</td></tr>"
         for r in results
     )
     sections = []
@@ -120,7 +128,7 @@ def to_html(results: list[dict[str, Any]]) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>visionzoo lab report"
         f"</title><style>{style}</style></head><body><h1>The history lab: verdicts</h1>"
         f"<table><tr><th>claim</th><th>verdict</th><th>budget</th><th>dataset</th>"
-        f"<th>measured</th></tr>{rows}</table>{''.join(sections)}</body></html>\n"
+        f"<th>measured</th><th>time</th></tr>{rows}</table>{''.join(sections)}</body></html>\n"
     )
 
 
