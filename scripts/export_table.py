@@ -142,6 +142,24 @@ def write_markdown(rows: list[dict], env: dict, path: Path) -> None:
             f"| {r['model']} | {r['image_size']} | {bn} | {onnx} | {onnx_diff} | {exporter} | "
             f"{te} | {te_diff} | {failure} |"
         )
+    check = ROOT / "results/bench/export_fp64_check.json"
+    if check.is_file():
+        lines += [
+            "",
+            "## Is the ONNX error larger than eager's own float32 error?",
+            "",
+            "`scripts/export_fp64_check.py` runs the same model in float64 (the exact answer",
+            "to float32 rounding) and compares both float32 results with it:",
+            "",
+            "| model | eager fp32 vs fp64 | onnxruntime vs fp64 | onnxruntime vs eager "
+            "| onnxruntime, no graph optimizations, vs fp64 |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in json.loads(check.read_text())["results"].items():
+            lines.append(
+                f"| {name} | {r['eager_vs_fp64']:.1e} | {r['ort_all_opt_vs_fp64']:.1e} | "
+                f"{r['ort_all_opt_vs_eager']:.1e} | {r['ort_no_opt_vs_fp64']:.1e} |"
+            )
     path.write_text("\n".join(lines) + "\n")
 
 
