@@ -143,12 +143,18 @@ def to_onnx(
 
 
 def onnx_session(path: str | Path) -> Any:
-    """An onnxruntime CPU session using as many threads as torch does."""
+    """An onnxruntime CPU session using as many threads as torch does.
+
+    Its worker threads do not spin after a run: by default they busy-wait for the next one,
+    and on a 2-core machine that took the cores from whatever ran next (in `bench`, the
+    model timed after onnxruntime looked up to 2x slower at batch 1).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

@@ -171,5 +171,7 @@ def optimize(
     fast.folded_batchnorms = folded
     # Freezing is inductor's inference mode; on the project's 2-core CPU it took ViT-B/16 and
     # ConvNeXt-T at batch 1 from 1.0x to about 1.15x of eager (spot timings, machine busy).
-    compiled = torch.compile(fast, options={"freezing": True}) if compile else None
+    # dynamic=False: each new input shape compiles its own static graph once, instead of
+    # torch.compile switching to one graph with a symbolic batch size at the second shape.
+    compiled = torch.compile(fast, dynamic=False, options={"freezing": True}) if compile else None
     return InferenceModel(fast, channels_last=channels_last, compiled=compiled)
