@@ -19,20 +19,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_table import calibrate_batchnorm  # noqa: E402
+from export_table import build_for_export  # noqa: E402
 
-from visionzoo import create_model, get_model_info  # noqa: E402
 from visionzoo.bench.export import export_model  # noqa: E402
 
 
 def check(name: str) -> dict[str, float]:
     import onnxruntime as ort
 
-    size = max(get_model_info(name).min_image_size, 32)
-    torch.manual_seed(0)
-    model = create_model(name, image_size=size).eval()
-    calibrate_batchnorm(model, torch.randn(16, model.in_channels, size, size))
-    x = torch.randn(2, model.in_channels, size, size)
+    model, x, _ = build_for_export(name)
     with torch.no_grad():
         eager = model(x)
         exact = model.double()(x.double()).float()

@@ -48,19 +48,27 @@ def calibrate_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> bool:
     return True
 
 
+def export_size(name: str) -> int:
+    return max(get_model_info(name).min_image_size, 32)
+
+
+def build_for_export(name: str) -> tuple[torch.nn.Module, torch.Tensor, bool]:
+    """The model as the table checks it (seed 0, BatchNorm calibrated, eval), a batch of 2
+    at its smallest input, and whether it had BatchNorms to calibrate."""
+    size = export_size(name)
+    torch.manual_seed(0)
+    model = create_model(name, image_size=size).eval()
+    calibrated = calibrate_batchnorm(model, torch.randn(16, model.in_channels, size, size))
+    return model, torch.randn(2, model.in_channels, size, size), calibrated
+
+
 def export_one(name: str, max_params: float) -> dict:
     info = get_model_info(name)
-    size = max(info.min_image_size, 32)
-    row: dict = {"model": name, "image_size": size}
+    row: dict = {"model": name, "image_size": export_size(name)}
     if (info.reference_params or 0) > max_params:
         row["skipped"] = f"over {max_params / 1e6:.0f}M parameters: not run on the shared machine"
         return row
-    torch.manual_seed(0)
-    model = create_model(name, image_size=size).eval()
-    row["bn_calibrated"] = calibrate_batchnorm(
-        model, torch.randn(16, model.in_channels, size, size)
-    )
-    x = torch.randn(2, model.in_channels, size, size)
+    model, x, row["bn_calibrated"] = build_for_export(name)
     start = time.perf_counter()
     try:  # one trace serves both formats
         program = export_program(model, x)
