@@ -6,8 +6,8 @@ into ours, our fast path (`visionzoo.optimize`: BatchNorm folded, channels-last,
 inference mode) and onnxruntime running our ONNX export. Goals: ours / torchvision speed
 >= 0.95; fast path / torchvision eager >= 1.3. Beside them, the roofline: each model's
 FLOPs at the best sgemm rate measured in the same process, the floor no fp32
-implementation doing the same arithmetic can go below. Writes results/bench/perf_table.{csv,json,md}
-with the environment.
+implementation doing the same arithmetic can go below. Writes
+results/bench/perf_table.{csv,json,md} with the environment.
 
     OMP_NUM_THREADS=2 python scripts/bench_perf.py [--models ...] [--batch-sizes 1,16]
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from visionzoo.bench.profile import profile_model
 from visionzoo.bench.timing import BenchConfig, bench_model, environment, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,18 +38,6 @@ def sgemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
-
-
-def model_gflops(name: str) -> float:
-    """FLOPs of one image at the default input, counted by FlopCounterMode (GFLOP)."""
-    from visionzoo.bench.profile import count_flops
-    from visionzoo.registry import create_model, get_model_info
-
-    info = get_model_info(name)
-    model = create_model(name).eval()
-    return (
-        count_flops(model, torch.randn(1, info.in_channels, info.image_size, info.image_size)) / 1e9
-    )
 
 
 def _median(rows: list[dict], model: str, batch: int, impl: str) -> float | None:
@@ -199,7 +188,8 @@ def main() -> None:
     )
     env = environment(cfg)
     env["sgemm_peak_gflops"] = round(sgemm_peak_gflops(), 1)
-    gflops = {name: model_gflops(name) for name in args.models.split(",")}
+    # FLOPs of one image at the default input, as `visionzoo info` counts them (cached)
+    gflops = {name: profile_model(name)["flops"] / 1e9 for name in args.models.split(",")}
     rows, notes = [], []
     for name in args.models.split(","):
         start = time.perf_counter()

@@ -169,8 +169,8 @@ def optimize(
     if diff > atol * max(1.0, float(expected.abs().max())):
         raise RuntimeError(f"optimized logits differ by {diff:.2e} (folded {folded} BatchNorms)")
     fast.folded_batchnorms = folded
-    # Freezing is inductor's inference mode; on the project's 2-core CPU it took ViT-B/16 and
-    # ConvNeXt-T at batch 1 from 1.0x to about 1.15x of eager (spot timings, machine busy).
+    # Freezing is inductor's inference mode (weights as constants); what it gains per model
+    # and CPU is in results/bench/perf_table.md (fast+compile column).
     # dynamic=False: each new input shape compiles its own static graph once, instead of
     # torch.compile switching to one graph with a symbolic batch size at the second shape.
     compiled = torch.compile(fast, dynamic=False, options={"freezing": True}) if compile else None
