@@ -40,11 +40,16 @@ def sgemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _median(rows: list[dict], model: str, batch: int, impl: str) -> float | None:
+def _row(rows: list[dict], model: str, batch: int, impl: str) -> dict | None:
     for r in rows:
         if (r["model"], r["batch_size"], r["impl"], r["mode"]) == (model, batch, impl, "inference"):
-            return r["median_ms"]
+            return r
     return None
+
+
+def _median(rows: list[dict], model: str, batch: int, impl: str) -> float | None:
+    r = _row(rows, model, batch, impl)
+    return r["median_ms"] if r else None
 
 
 def table_rows(
@@ -62,6 +67,7 @@ def table_rows(
         fast = _median(rows, model, batch, "visionzoo-fast")
         compiled = _median(rows, model, batch, "visionzoo-fast-compiled")
         ort = _median(rows, model, batch, "onnxruntime")
+        bf16 = _row(rows, model, batch, "visionzoo-fast-bf16")
 
         def speed(t: float | None, tv: float | None = tv) -> float | None:  # tv time / this
             return round(tv / t, 3) if tv and t else None
@@ -81,6 +87,12 @@ def table_rows(
                 "onnxruntime_vs_tv": speed(ort),
             }
         )
+        if bf16:  # the bfloat16 fast path on the same fp32 inputs, and its logit error
+            out[-1].update(
+                fast_bf16_ms=bf16["median_ms"],
+                fast_bf16_vs_tv=speed(bf16["median_ms"]),
+                bf16_rel_error=round(bf16["logit_error"] / max(1.0, bf16["logit_scale"]), 5),
+            )
         if peak and gflops and model in gflops:
             floor_ms = gflops[model] * batch / peak * 1e3
             out[-1].update(
@@ -102,13 +114,15 @@ def _fmt(v: float | None, goal: float | None = None) -> str:
 
 def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, cmd: str) -> None:
     compiled = any(r.get("fast_compiled_ms") for r in table)
+    bf16 = any(r.get("fast_bf16_ms") for r in table)
     roof = any(r.get("floor_ms") for r in table)
     lines = [
         "# CPU performance: visionzoo vs torchvision, fast path, onnxruntime",
         "",
         f"Command: `{cmd}`",
         "",
-        f"Environment: {env['cpu']} ({env['cpu_count']} cores, shared), torch "
+        f"Environment: {env['cpu']} ({env['cpu_count']} cores, shared; bf16 instructions: "
+        f"{', '.join(env.get('cpu_bf16_flags') or ['none'])}), torch "
         f"{env['torch']} with {env['torch_threads']} threads, torchvision {env['torchvision']},"
         f" onnxruntime {env['onnxruntime']}, fp32, commit {str(env['git_commit'])[:10]},"
         f" {env['timestamp_utc']}; load average before the run {env['load_average']}.",
@@ -121,9 +135,11 @@ def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, c
         "| model | batch | torchvision | ours | ours x tv | fast path | fast x tv "
         "| onnxruntime | ort x tv |"
         + (" fast+compile | x tv |" if compiled else "")
+        + (" fast bf16 | x tv | bf16 error |" if bf16 else "")
         + (" tv GFLOP/s | floor | at most x tv |" if roof else ""),
         "|---|---|---|---|---|---|---|---|---|"
         + ("---|---|" if compiled else "")
+        + ("---|---|---|" if bf16 else "")
         + ("---|---|---|" if roof else ""),
     ]
     for r in table:
@@ -135,6 +151,11 @@ def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, c
         )
         if compiled:
             line += f" {_fmt(r['fast_compiled_ms'])} | {_fmt(r['fast_compiled_vs_tv'], 1.3)} |"
+        if bf16:
+            err = r.get("bf16_rel_error")
+            line += f" {_fmt(r.get('fast_bf16_ms'))} | {_fmt(r.get('fast_bf16_vs_tv'), 1.3)} | " + (
+                f"{err:.2%} |" if err is not None else "- |"
+            )
         if roof:
             line += (
                 f" {_fmt(r.get('tv_gflops_s'))} | {_fmt(r.get('floor_ms'))} | "
@@ -146,6 +167,13 @@ def write_markdown(table: list[dict], env: dict, notes: list[str], path: Path, c
             "fast+compile (`visionzoo.optimize(model, compile=True)`, inductor) is timed in a "
             "second pass, after compilation; its ratio compares with torchvision's time from "
             "the first pass."
+        ]
+    if bf16:
+        notes = notes + [
+            "fast bf16 = `visionzoo.optimize(model, dtype=torch.bfloat16)`: the same fast "
+            "path cast to bfloat16, fed the same fp32 images (the cast is timed); bf16 error = "
+            "its largest logit difference from the fp32 model on one random image, relative "
+            "to max(1, largest |logit|). Not bound by the 1e-4 equality of the fp32 path."
         ]
     if roof:
         notes = notes + [
@@ -171,10 +199,14 @@ def main() -> None:
     parser.add_argument(
         "--with-compile", action="store_true", help="also time the fast path under torch.compile"
     )
+    parser.add_argument(
+        "--with-bf16", action="store_true", help="also time the fast path in bfloat16"
+    )
     args = parser.parse_args()
     cfg = BenchConfig(
         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
         optimize=True,
+        optimize_dtypes=["fp32", "bf16"] if args.with_bf16 else [],
         compare=["torchvision", "onnxruntime"],
         repeats=args.repeats,
         warmup=args.warmup,

@@ -320,6 +320,67 @@ def test_fast_path_falls_back_to_eager_when_compile_fails():
         assert (y - model(x)).abs().max() <= 1e-4
 
 
+@torch.no_grad()
+def test_bf16_fast_path_casts_in_and_out_and_stays_close():
+    torch.manual_seed(0)
+    model = _ConvBnNet().eval()
+    _randomize_bn(model)
+    fast = optimize(model, image_size=16, dtype="bf16")
+    assert fast.dtype is torch.bfloat16
+    assert all(p.dtype is torch.bfloat16 for p in fast.model.parameters())
+    assert fast.model.folded_batchnorms == 2
+    assert all(p.dtype is torch.float32 for p in model.parameters())  # original untouched
+    x = torch.randn(4, 3, 16, 16)
+    y, ref = fast(x), model(x)
+    assert y.dtype is torch.float32  # fp32 in, fp32 out
+    err = float((y - ref).abs().max())
+    assert 0 < err <= 0.1 * max(1.0, float(ref.abs().max()))  # rounded, but close
+    assert fast.model.logit_error > 0 and fast.model.logit_scale > 0
+    assert fast(x.to(torch.bfloat16)).dtype is torch.bfloat16  # bf16 in, bf16 out
+
+
+def test_fast_path_dtype_errors_are_clear():
+    model = _ConvBnNet().eval()
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        optimize(model, image_size=16, dtype="int8")
+
+    class NoBf16(nn.Module):  # stands for a model using an operator with no bf16 kernel
+        def forward(self, x):
+            if x.dtype is torch.bfloat16:
+                raise RuntimeError('"cdist" not implemented for \'BFloat16\'\nmore')
+            return x.mean((2, 3))
+
+    with pytest.raises(RuntimeError, match="cannot run this model in bfloat16: .cdist.*float32$"):
+        optimize(NoBf16(), image_size=8, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="logits differ by .* in bfloat16"):
+        optimize(model, image_size=16, dtype="bf16", atol=1e-7)
+
+
+@needs("swin_t")
+@torch.no_grad()
+def test_bf16_fast_path_runs_shifted_windows():
+    """Swin's shift mask is built in the activations' dtype (it was fp32, failing in bf16)."""
+    torch.manual_seed(0)
+    model = create_model("swin_t", image_size=64).eval()
+    fast = optimize(model, image_size=64, dtype="bf16")
+    x = torch.randn(1, 3, 64, 64)
+    assert (fast(x) - model(x)).abs().max() <= 0.1 * max(1.0, float(model(x).abs().max()))
+
+
+def test_bench_times_a_bf16_fast_path_beside_fp32(tmp_path):
+    out = tmp_path / "bench"
+    code = main(["bench", "lenet5", "--batch-size", "2", "--repeats", "2", "--warmup", "1",
+                 "--optimize-dtype", "fp32,bf16", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    rows = {r["impl"]: r for r in csv.DictReader(open(next(out.glob("*.csv"))))}
+    assert set(rows) == {"visionzoo", "visionzoo-fast", "visionzoo-fast-bf16"}
+    assert rows["visionzoo"]["dtype"] == rows["visionzoo-fast"]["dtype"] == "fp32"
+    assert rows["visionzoo-fast-bf16"]["dtype"] == "bf16"
+    assert float(rows["visionzoo-fast"]["logit_error"]) <= 1e-4
+    assert float(rows["visionzoo-fast-bf16"]["logit_error"]) > 0
+    assert rows["visionzoo"]["logit_error"] == ""
+
+
 def test_reported_figures():
     rep = load_reported()
     assert rep["lenet5"]["params"] == 61_706 and rep["lenet5"]["macs"] == 416_520

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs")
     p.add_argument("--compile", action="store_true", help="torch.compile every model timed")
     p.add_argument("--optimize", action="store_true", help="also time visionzoo.optimize")
+    p.add_argument(
+        "--optimize-dtype",
+        default="",
+        help="fast path dtypes with --optimize, e.g. fp32,bf16 (default: --dtype); "
+        "another dtype is timed on the same inputs as visionzoo-fast-<dtype>",
+    )
     p.add_argument("--compare", default="", help="torchvision,timm,onnxruntime")
     p.add_argument("--train", action="store_true", help="also time one training step")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per measurement")
@@ -220,7 +226,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         channels_last=args.channels_last,
         compile=args.compile,
-        optimize=args.optimize,
+        optimize=args.optimize or bool(args.optimize_dtype),
+        optimize_dtypes=[d.strip() for d in args.optimize_dtype.split(",") if d.strip()],
         compare=[c.strip() for c in args.compare.split(",") if c.strip()],
         train=args.train,
         repeats=args.repeats,
@@ -288,8 +295,9 @@ def _print_bench(rows: list[dict[str, Any]]) -> None:
             continue
         ratio = r["time_vs_ours"]
         what = f"{r['model']} {r['mode']} batch {r['batch_size']}:"
-        if r["impl"] == "visionzoo-fast":
-            console.print(f"{what} fast path is {1 / ratio:.2f}x the speed of our eager model")
+        if r["impl"].startswith("visionzoo-fast"):
+            label = "fast path" + (f" ({r['dtype']})" if r["impl"] != "visionzoo-fast" else "")
+            console.print(f"{what} {label} is {1 / ratio:.2f}x the speed of our eager model")
         else:
             console.print(f"{what} ours is {ratio:.2f}x the speed of {r['impl']}")
 

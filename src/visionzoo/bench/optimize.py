@@ -9,6 +9,15 @@ traced forward pass (module hooks plus the autograd graph), so the rule covers
 `ConvNormAct` sequences, `conv1`/`bn1` attributes and any other layout alike, and never
 folds a pair whose convolution output is also used elsewhere. The folded model's logits are
 checked against the original's before it is returned.
+
+`dtype=torch.bfloat16` (or "bf16") is the reduced-precision fast path: the folded model is
+cast to bfloat16, inputs are cast on the way in and logits back to the input's dtype on the
+way out. On CPUs with AVX512-BF16/AMX, oneDNN runs its matrix multiplies and convolutions
+several times faster than fp32 (measured in results/bench/perf_table.md), but the logits
+are no longer equal to 1e-4: bfloat16 keeps 8 bits of mantissa, so the check is relative,
+`atol` defaulting to 0.1 of the logits' scale (randomly initialised models measured
+0.4-0.7% for ResNets, ViTs and Swin, 7% for the R50+ViT hybrid), and the measured
+difference is kept as `logit_error` on the returned model. Like PyTorch's TF32 on GPUs it is opt-in.
 """
 
 from __future__ import annotations
@@ -21,39 +30,72 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["InferenceModel", "find_conv_bn_pairs", "fold_batchnorm", "optimize"]
+__all__ = ["TOLERANCE", "InferenceModel", "find_conv_bn_pairs", "fold_batchnorm", "optimize"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-class InferenceModel(nn.Module):
-    """An optimized model: forward under inference_mode, inputs made channels-last."""
+# default logit tolerance of the check, relative to max(1, largest |logit|), per dtype
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-1, torch.float16: 1e-2}
+_DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, model: nn.Module, channels_last: bool = True, compiled: Any = None):
+
+def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, str):
+        key = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
+        if key not in _DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPE_NAMES)}")
+        return _DTYPE_NAMES[key]
+    if dtype not in TOLERANCE:
+        raise ValueError(f"unsupported fast-path dtype {dtype}; use float32, bfloat16, float16")
+    return dtype
+
+
+class InferenceModel(nn.Module):
+    """An optimized model: forward under inference_mode, inputs made channels-last.
+
+    With a reduced `dtype`, floating inputs are cast to it and the output cast back to the
+    input's dtype, so callers keep passing and receiving fp32 tensors."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        channels_last: bool = True,
+        compiled: Any = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.model = model
         self.channels_last = channels_last
+        self.dtype = dtype
         # torch.compile's wrapper of `model` (or None), kept out of the submodules so that
         # state_dict() has the model's keys once
         object.__setattr__(self, "_compiled", compiled)
         self.model_name = getattr(model, "model_name", None)
 
     def forward(self, x: Tensor) -> Tensor:
+        in_dtype = x.dtype
         with torch.inference_mode():
-            if self.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self._compiled is not None:
-                try:
-                    return self._compiled(x)
-                except Exception as err:  # inductor needs a C++ compiler; fall back to eager
-                    warnings.warn(
-                        f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
-                        "running the fast path eagerly",
-                        stacklevel=2,
-                    )
-                    object.__setattr__(self, "_compiled", None)
-            return self.model(x)
+            if x.is_floating_point() and in_dtype != self.dtype:
+                x = x.to(self.dtype)
+            out = self._forward(x)
+            return out.to(in_dtype) if out.is_floating_point() and out.dtype != in_dtype else out
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self._compiled is not None:
+            try:
+                return self._compiled(x)
+            except Exception as err:  # inductor needs a C++ compiler; fall back to eager
+                warnings.warn(
+                    f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                    "running the fast path eagerly",
+                    stacklevel=3,
+                )
+                object.__setattr__(self, "_compiled", None)
+        return self.model(x)
 
 
 def _example_input(model: nn.Module, image_size: int | None = None) -> Tensor:
@@ -145,7 +187,8 @@ def optimize(
     compile: bool = False,
     inplace: bool = False,
     image_size: int | None = None,
-    atol: float = 1e-4,
+    atol: float | None = None,
+    dtype: torch.dtype | str = torch.float32,
 ) -> InferenceModel:
     """The inference fast path for `model`; logits are checked to match within `atol`.
 
@@ -153,25 +196,46 @@ def optimize(
     with `channels_last`, in NHWC memory format; `compile=True` adds `torch.compile` with
     inductor's freezing (weights become constants: folded, and pre-packed for oneDNN/MKL),
     so the compiled model does not see later changes to the weights.
+    `dtype` bfloat16/float16 casts the folded model (see the module docstring); `atol`, the
+    largest logit difference allowed relative to max(1, largest |logit|), defaults to
+    `TOLERANCE[dtype]` (1e-4 for float32).
     The original model is left untouched unless `inplace=True`.
     """
+    dtype = _resolve_dtype(dtype)
+    atol = TOLERANCE[dtype] if atol is None else atol
     model.eval()
     x = _example_input(model, image_size)
     with torch.no_grad():
         expected = model(x)
     fast = model if inplace else copy.deepcopy(model)
     folded = fold_batchnorm(fast, x)
+    if dtype != torch.float32:
+        fast = fast.to(dtype)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        got = fast(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-    diff = float((got - expected).abs().max())
-    if diff > atol * max(1.0, float(expected.abs().max())):
-        raise RuntimeError(f"optimized logits differ by {diff:.2e} (folded {folded} BatchNorms)")
+    probe = x.to(dtype)
+    probe = probe.contiguous(memory_format=torch.channels_last) if channels_last else probe
+    try:
+        with torch.no_grad():
+            got = fast(probe).float()
+    except RuntimeError as err:  # e.g. an operator with no bfloat16 kernel on this device
+        if dtype == torch.float32:
+            raise
+        raise RuntimeError(
+            f"the fast path cannot run this model in {str(dtype).removeprefix('torch.')}: "
+            f"{str(err).splitlines()[0]}; use dtype float32"
+        ) from err
+    diff, scale = float((got - expected).abs().max()), float(expected.abs().max())
+    if not diff <= atol * max(1.0, scale):  # NaN fails too
+        raise RuntimeError(
+            f"optimized logits differ by {diff:.2e} in {str(dtype).removeprefix('torch.')} "
+            f"(allowed {atol:g} x max(1, |logits|); folded {folded} BatchNorms)"
+        )
     fast.folded_batchnorms = folded
+    fast.logit_error, fast.logit_scale = diff, scale  # on the probe image
     # Freezing is inductor's inference mode (weights as constants); what it gains per model
     # and CPU is in results/bench/perf_table.md (fast+compile column).
     # dynamic=False: each new input shape compiles its own static graph once, instead of
     # torch.compile switching to one graph with a symbolic batch size at the second shape.
     compiled = torch.compile(fast, dynamic=False, options={"freezing": True}) if compile else None
-    return InferenceModel(fast, channels_last=channels_last, compiled=compiled)
+    return InferenceModel(fast, channels_last=channels_last, compiled=compiled, dtype=dtype)

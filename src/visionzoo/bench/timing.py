@@ -42,7 +42,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CSV_FIELDS = [
     "model", "impl", "mode", "batch_size", "batch_size_requested", "image_size", "device",
     "dtype", "channels_last", "compiled", "repeats", "median_ms", "p95_ms", "min_ms",
-    "throughput_img_s", "peak_mem_mb", "time_vs_ours", "note",
+    "throughput_img_s", "peak_mem_mb", "time_vs_ours", "logit_error", "logit_scale", "note",
 ]  # fmt: skip
 
 
@@ -54,6 +54,9 @@ class BenchConfig:
     channels_last: bool = False
     compile: bool = False
     optimize: bool = False  # also time the fast path (visionzoo.optimize)
+    # the fast path's dtypes (default: `dtype`); another dtype is timed as
+    # "visionzoo-fast-<dtype>" on the same fp32 inputs, e.g. bf16 beside fp32 eager models
+    optimize_dtypes: list[str] = field(default_factory=list)
     compare: list[str] = field(default_factory=list)  # "torchvision", "timm", "onnxruntime"
     train: bool = False  # also time one training step
     repeats: int = 20
@@ -67,8 +70,11 @@ class BenchConfig:
             raise UserError(f"unknown device {self.device!r}; use cpu or cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device is available")
-        if self.device == "cpu" and self.dtype == "fp16":
-            raise UserError("--dtype fp16 needs --device cuda (CPU half-precision is bf16)")
+        for d in [self.dtype, *self.optimize_dtypes]:
+            if d not in DTYPES:
+                raise UserError(f"unknown dtype {d!r}; use one of {', '.join(DTYPES)}")
+            if self.device == "cpu" and d == "fp16":
+                raise UserError("fp16 needs --device cuda (CPU half-precision is bf16)")
         bad = [c for c in self.compare if c not in ("torchvision", "timm", "onnxruntime")]
         if bad:
             raise UserError(f"--compare {bad[0]!r}: use torchvision, timm or onnxruntime")
@@ -236,12 +242,28 @@ def _onnx_runner(model: nn.Module, size: int, channels: int) -> Callable[[Tensor
     return runner
 
 
-def _fast_path(model: nn.Module, cfg: BenchConfig, size: int) -> nn.Module:
+def fast_label(cfg: BenchConfig, dtype: str) -> str:
+    return "visionzoo-fast" if dtype == cfg.dtype else f"visionzoo-fast-{dtype}"
+
+
+def _fast_paths(
+    name: str, model: nn.Module, cfg: BenchConfig, size: int, notes: list[str]
+) -> dict[str, nn.Module]:
+    """The fast path of `model` in each requested dtype, keyed by its row label; a dtype the
+    model cannot run in (or whose logits miss the check) becomes a note."""
     from visionzoo.bench.optimize import optimize
 
-    fast = optimize(model, channels_last=True, compile=cfg.compile, image_size=size)
-    fast = fast.to(cfg.device)
-    return fast.to(DTYPES[cfg.dtype]) if cfg.dtype != "fp32" else fast
+    out = {}
+    for dtype in dict.fromkeys(cfg.optimize_dtypes or [cfg.dtype]):
+        try:
+            fast = optimize(
+                model, channels_last=True, compile=cfg.compile, image_size=size, dtype=dtype
+            )
+        except RuntimeError as err:
+            notes.append(f"{name}: no {dtype} fast path ({str(err).splitlines()[0][:150]})")
+            continue
+        out[fast_label(cfg, dtype)] = fast.to(cfg.device)
+    return out
 
 
 def bench_model(
@@ -255,7 +277,7 @@ def bench_model(
     impls, notes = build_impls(name, cfg, size)
     channels = info.in_channels
     # Everything derived from the fp32 eager model is built before it is converted.
-    fast = _fast_path(impls["visionzoo"], cfg, size) if cfg.optimize else None
+    fast = _fast_paths(name, impls["visionzoo"], cfg, size, notes) if cfg.optimize else {}
     onnx = None
     if "onnxruntime" in cfg.compare:
         if cfg.device != "cpu" or cfg.dtype != "fp32":
@@ -274,13 +296,17 @@ def bench_model(
                 fns = {k: _train_fn(m, cfg, batch, channels, size) for k, m in trainable.items()}
             else:
                 fns = {k: _infer_fn(m) for k, m in infer.items()}
-                if fast is not None:
-                    fns["visionzoo-fast"] = _infer_fn(fast)
+                for label, model in fast.items():
+                    fns[label] = _infer_fn(model)
                 if onnx is not None:
                     fns["onnxruntime"] = onnx
             rows += _bench_backoff(name, fns, cfg, size, channels, batch, mode, notes)
             if advance:
                 advance(f"{name} b{batch} {mode}")
+    for row in rows:  # how far each fast path's logits are from the eager model's
+        if row["impl"] in fast:
+            inner = fast[row["impl"]].model
+            row["logit_error"], row["logit_scale"] = inner.logit_error, inner.logit_scale
     return rows, notes
 
 
@@ -323,6 +349,7 @@ def _bench_backoff(name, fns, cfg, size, channels, batch, mode, notes) -> list[d
 def _bench_once(name, runners, cfg, size, channels, batch, mode) -> list[dict[str, Any]]:
     x = _input(batch, channels, size, cfg, train=mode == "train")
     fns = {label: runner(x) for label, runner in runners.items()}
+    dtypes = {fast_label(cfg, d): d for d in cfg.optimize_dtypes} | {"onnxruntime": "fp32"}
     memory = {label: peak_memory(fn, cfg.device) for label, fn in fns.items()}
     times = time_alternating(fns, cfg.repeats, cfg.warmup, cfg.device)
     ours = statistics.median(times["visionzoo"])
@@ -337,8 +364,8 @@ def _bench_once(name, runners, cfg, size, channels, batch, mode) -> list[dict[st
                 "batch_size": batch,
                 "image_size": size,
                 "device": "cpu" if label == "onnxruntime" else cfg.device,
-                "dtype": "fp32" if label == "onnxruntime" else cfg.dtype,
-                "channels_last": cfg.channels_last or label == "visionzoo-fast",
+                "dtype": dtypes.get(label, cfg.dtype),
+                "channels_last": cfg.channels_last or label.startswith("visionzoo-fast"),
                 "compiled": cfg.compile and label != "onnxruntime",
                 "repeats": cfg.repeats,
                 **_stats(ts, batch),
@@ -361,6 +388,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's bfloat16 instruction sets (/proc/cpuinfo): what a bf16 timing depends on."""
+    wanted = ("avx512_bf16", "amx_bf16", "amx_tile", "avx_ne_convert")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
+
+
 def _version(module: str) -> str | None:
     try:
         return __import__(module).__version__
@@ -374,6 +415,7 @@ def environment(cfg: BenchConfig | None = None) -> dict[str, Any]:
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_bf16_flags": cpu_bf16_flags(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -120,7 +120,7 @@ class ShiftedWindowAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.position_bias()
         if any(shift):
-            mask = shift_mask(Hp, Wp, ws, shift, x.device)  # (nW, N, N)
+            mask = shift_mask(Hp, Wp, ws, shift, x.device).to(attn.dtype)  # (nW, N, N)
             attn = attn.view(B, -1, self.num_heads, N, N) + mask[None, :, None]
             attn = attn.view(Bw, self.num_heads, N, N)
         x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(Bw, N, C)  # heads -> (Bw, N, C)
