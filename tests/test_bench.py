@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from visionzoo import create_model, get_model_info, list_models
 from visionzoo.bench.export import export_model
-from visionzoo.bench.optimize import find_conv_bn_pairs, optimize
+from visionzoo.bench.optimize import find_conv_bn_pairs, fold_batchnorm, optimize
 from visionzoo.bench.profile import count_flops, profile_model
 from visionzoo.bench.reported import load_reported
 from visionzoo.cli import main
@@ -320,6 +322,53 @@ def test_fast_path_falls_back_to_eager_when_compile_fails():
         assert (y - model(x)).abs().max() <= 1e-4
 
 
+@needs("resnet50")
+def test_fast_path_packs_convolutions_and_fuses_their_activations():
+    from visionzoo.bench.optimize import PackedConv2d, _has_mkldnn_conv, find_conv_act_pairs
+
+    torch.manual_seed(0)
+    model = create_model("resnet50").eval()
+    _randomize_bn(model)
+    x = torch.randn(1, 3, 224, 224)
+    folded = copy.deepcopy(model)
+    fold_batchnorm(folded, x)  # BatchNorm sits between convolution and ReLU until folded
+    pairs = find_conv_act_pairs(folded, x)
+    # each ReLU fused is its own ConvNormAct's: the stem's and the first two of 16 bottlenecks
+    # (the third's ReLU reads residual + shortcut). A freed conv output's id, reused by a later
+    # tensor, once paired stages.0.0.conv3.conv with stages.0.1.act.
+    assert len(pairs) == 33
+    assert all(c.rpartition(".")[0] == a.rpartition(".")[0] for c, a in pairs)
+    fast = optimize(model)
+    if _has_mkldnn_conv():
+        assert fast.model.packed_convolutions == 53 and fast.model.fused_activations == 33
+        assert sum(isinstance(m, PackedConv2d) for m in fast.model.modules()) == 53
+    for batch in (1, 3):  # the pack made for batch 1 serves other shapes
+        xb = torch.randn(batch, 3, 224, 224)
+        with torch.no_grad():
+            ref = model(xb)
+            assert (fast(xb) - ref).abs().max() <= 1e-4 * max(1.0, float(ref.abs().max()))
+    copy.deepcopy(fast)  # the opaque packed weights are left out of copies
+
+
+@needs("vit_tiny_patch16")
+@torch.no_grad()
+def test_fast_path_fuses_mlp_linear_and_gelu():
+    from visionzoo.bench.optimize import LinearGELU, _has_linear_gelu
+
+    torch.manual_seed(0)
+    model = create_model("vit_tiny_patch16", small_input=True, num_classes=10).eval()
+    fast = optimize(model)
+    expected = 12 if _has_linear_gelu() else 0  # one per encoder block's MLP
+    assert fast.model.fused_linear_gelus == expected
+    assert sum(isinstance(m, LinearGELU) for m in fast.model.modules()) == expected
+    assert not any(isinstance(m, LinearGELU) for m in model.modules())  # original untouched
+    x = torch.randn(3, 3, 32, 32)
+    assert (fast(x) - model(x)).abs().max() <= 1e-4
+    layer = LinearGELU(nn.Linear(8, 32))  # the fused call equals the two ops
+    h = torch.randn(2, 5, 8)
+    torch.testing.assert_close(layer(h), F.gelu(F.linear(h, layer.weight, layer.bias)))
+
+
 @torch.no_grad()
 def test_bf16_fast_path_casts_in_and_out_and_stays_close():
     torch.manual_seed(0)
@@ -347,7 +396,7 @@ def test_fast_path_dtype_errors_are_clear():
     class NoBf16(nn.Module):  # stands for a model using an operator with no bf16 kernel
         def forward(self, x):
             if x.dtype is torch.bfloat16:
-                raise RuntimeError('"cdist" not implemented for \'BFloat16\'\nmore')
+                raise RuntimeError("\"cdist\" not implemented for 'BFloat16'\nmore")
             return x.mean((2, 3))
 
     with pytest.raises(RuntimeError, match="cannot run this model in bfloat16: .cdist.*float32$"):

@@ -27,13 +27,32 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["TOLERANCE", "InferenceModel", "find_conv_bn_pairs", "fold_batchnorm", "optimize"]
+from visionzoo.layers.mlp import Mlp
+
+__all__ = [
+    "TOLERANCE",
+    "InferenceModel",
+    "LinearGELU",
+    "PackedConv2d",
+    "find_conv_bn_pairs",
+    "fold_batchnorm",
+    "optimize",
+]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# activation modules oneDNN applies as a convolution post-op: (attr name, its scalars)
+_POST_OPS: dict[type, tuple[str, list[float]]] = {
+    nn.ReLU: ("relu", []),
+    nn.ReLU6: ("hardtanh", [0.0, 6.0]),
+    nn.SiLU: ("swish", []),
+    nn.Hardswish: ("hardswish", []),
+    nn.Hardsigmoid: ("hardsigmoid", []),
+}
 
 
 # default logit tolerance of the check, relative to max(1, largest |logit|), per dtype
@@ -106,29 +125,50 @@ def _example_input(model: nn.Module, image_size: int | None = None) -> Tensor:
 
 def find_conv_bn_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
     """(conv name, batchnorm name) pairs where the BatchNorm reads only that conv's output."""
+    return _find_pairs(model, x, _CONVS, _NORMS)
+
+
+def find_conv_act_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
+    """(conv name, activation name) pairs where the activation reads only that conv's output
+    (after BatchNorm folding the Identity left between them passes the same tensor on)."""
+    return _find_pairs(model, x, (nn.Conv2d,), tuple(_POST_OPS))
+
+
+def _find_pairs(
+    model: nn.Module, x: Tensor, first: tuple[type, ...], second: tuple[type, ...]
+) -> list[tuple[str, str]]:
+    """(a, b) module pairs, called once each, where b's input is a's output and only b reads it.
+
+    Read from one traced forward pass: module hooks record which tensor each `first` module
+    produced and which each `second` module received; the autograd graph counts how many
+    operations consume each output."""
     names = {m: n for n, m in model.named_modules()}
     calls: dict[nn.Module, int] = {}
-    produced: dict[int, nn.Module] = {}  # id(conv output tensor) -> conv
-    conv_out_node: dict[nn.Module, Any] = {}
+    # id(output tensor) -> (module that made it, the tensor): holding the tensor keeps its
+    # id from being reused by a later tensor once the model has freed it
+    produced: dict[int, tuple[nn.Module, Tensor]] = {}
+    out_node: dict[nn.Module, Any] = {}
     candidates: list[tuple[nn.Module, nn.Module]] = []
 
-    def on_conv(module: nn.Module, args: tuple, output: Any) -> None:
+    def on_first(module: nn.Module, args: tuple, output: Any) -> None:
         calls[module] = calls.get(module, 0) + 1
         if isinstance(output, Tensor):
-            produced[id(output)] = module
-            conv_out_node[module] = output.grad_fn
+            produced[id(output)] = (module, output)
+            out_node[module] = output.grad_fn
 
-    def on_norm(module: nn.Module, args: tuple) -> None:
+    def on_second(module: nn.Module, args: tuple) -> None:
         calls[module] = calls.get(module, 0) + 1
         if args and isinstance(args[0], Tensor) and id(args[0]) in produced:
-            candidates.append((produced[id(args[0])], module))
+            maker, tensor = produced[id(args[0])]
+            if tensor is args[0]:
+                candidates.append((maker, module))
 
     handles = []
     for m in model.modules():
-        if isinstance(m, _CONVS):
-            handles.append(m.register_forward_hook(on_conv))
-        elif isinstance(m, _NORMS):
-            handles.append(m.register_forward_pre_hook(on_norm))
+        if isinstance(m, first):
+            handles.append(m.register_forward_hook(on_first))
+        elif isinstance(m, second):
+            handles.append(m.register_forward_pre_hook(on_second))
     try:
         with torch.enable_grad():
             out = model(x)
@@ -137,11 +177,11 @@ def find_conv_bn_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
             h.remove()
     consumers = _count_consumers(out)
     pairs = []
-    for conv, norm in candidates:
-        node = conv_out_node.get(conv)
+    for a, b in candidates:
+        node = out_node.get(a)
         single_use = node is not None and consumers.get(node, 0) == 1
-        if calls.get(conv) == 1 and calls.get(norm) == 1 and single_use:
-            pairs.append((names[conv], names[norm]))
+        if calls.get(a) == 1 and calls.get(b) == 1 and single_use:
+            pairs.append((names[a], names[b]))
     return pairs
 
 
@@ -181,6 +221,142 @@ def fold_batchnorm(model: nn.Module, x: Tensor | None = None) -> int:
     return len(pairs)
 
 
+def _has_mkldnn_conv() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(
+        torch.ops.mkldnn, "_reorder_convolution_weight"
+    )
+
+
+class PackedConv2d(nn.Module):
+    """A 2D convolution whose weight is kept pre-packed in oneDNN's blocked layout, with the
+    activation that follows it applied as a oneDNN post-op.
+
+    `nn.Conv2d` on CPU hands oneDNN a plain weight, which it reorders into its blocked layout
+    on every call; at batch 1 that reorder is a large part of the time. Here the packed weight
+    is made on the first CPU call with each input shape (oneDNN picks the layout per shape)
+    and reused, and the activation runs on the output while it is in cache. The dense
+    `weight` stays the parameter (state_dict, deepcopy and CUDA use it); a later change to it
+    is seen, since the pack is keyed on its version. Inference only."""
+
+    def __init__(self, conv: nn.Conv2d, act: str = "none", scalars: list[float] | None = None):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.act, self.scalars = act, list(scalars or [])
+        self._packed: tuple[Any, dict[torch.Size, Tensor]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # the opaque packed tensor cannot be copied
+        return {**self.__dict__, "_packed": None}
+
+    def _post_op(self, y: Tensor) -> Tensor:
+        if self.act == "none":
+            return y
+        fn = {"relu": F.relu, "swish": F.silu, "hardswish": F.hardswish}.get(self.act)
+        if fn is not None:
+            return fn(y)
+        if self.act == "hardsigmoid":
+            return F.hardsigmoid(y)
+        return F.hardtanh(y, *self.scalars)  # "hardtanh": ReLU6
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
+            y = F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return self._post_op(y)
+        # oneDNN picks the blocked layout for the problem's shape: one pack per input shape
+        key = (w.dtype, w.data_ptr(), w._version)
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, {})
+        packs = self._packed[1]
+        if x.shape not in packs:
+            if len(packs) >= 8:  # many shapes (e.g. every image size): keep the newest
+                packs.pop(next(iter(packs)))
+            packs[x.shape] = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+            )
+        return torch.ops.mkldnn._convolution_pointwise(
+            x,
+            packs[x.shape],
+            self.bias,
+            self.padding,
+            self.stride,
+            self.dilation,
+            self.groups,
+            self.act,
+            self.scalars,
+            "",
+        )
+
+
+def _packable(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+@torch.no_grad()
+def pack_convolutions(model: nn.Module, x: Tensor) -> tuple[int, int]:
+    """Replace every plain Conv2d by a `PackedConv2d`, fusing the activation module that alone
+    reads its output; returns (convolutions packed, activations fused)."""
+    if not _has_mkldnn_conv():
+        return 0, 0
+    pairs = dict(find_conv_act_pairs(model, x))
+    packed = fused = 0
+    for name, conv in list(model.named_modules()):
+        if not _packable(conv):
+            continue
+        act_name = pairs.get(name)
+        act = model.get_submodule(act_name) if act_name else None
+        post = _POST_OPS.get(type(act)) if act is not None else None
+        _set_submodule(model, name, PackedConv2d(conv, *(post or ("none", []))))
+        packed += 1
+        if post is not None:
+            _set_submodule(model, act_name, nn.Identity())
+            fused += 1
+    return packed, fused
+
+
+def _has_linear_gelu() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class LinearGELU(nn.Module):
+    """An MLP's first linear layer and its exact GELU as one oneDNN call (a GELU post-op).
+
+    On CPU in float32 or bfloat16 the activation is applied while the matrix product's
+    output is still in cache, instead of a second pass over a 4x-wide tensor; elsewhere
+    (CUDA, other dtypes) it runs `gelu(linear(x))`. Inference only: no autograd formula."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "gelu", [], "none")
+        return F.gelu(F.linear(x, self.weight, self.bias))
+
+
+def fuse_linear_gelu(model: nn.Module) -> int:
+    """Fuse fc1 and GELU of every `Mlp` (ViT, ConvNeXt, Swin, CSWin); returns how many."""
+    if not _has_linear_gelu():
+        return 0
+    mlps = [
+        m
+        for m in model.modules()
+        if isinstance(m, Mlp)
+        and isinstance(m.fc1, nn.Linear)
+        and isinstance(m.act, nn.GELU)
+        and m.act.approximate == "none"
+    ]
+    for m in mlps:
+        m.fc1, m.act = LinearGELU(m.fc1), nn.Identity()
+    return len(mlps)
+
+
 def optimize(
     model: nn.Module,
     channels_last: bool = True,
@@ -209,6 +385,8 @@ def optimize(
         expected = model(x)
     fast = model if inplace else copy.deepcopy(model)
     folded = fold_batchnorm(fast, x)
+    # oneDNN fusions for the eager path; inductor's freezing makes its own (compile=True)
+    fused = 0 if compile else fuse_linear_gelu(fast)
     if dtype != torch.float32:
         fast = fast.to(dtype)
     if channels_last:
@@ -216,6 +394,7 @@ def optimize(
     probe = x.to(dtype)
     probe = probe.contiguous(memory_format=torch.channels_last) if channels_last else probe
     try:
+        packed, fused_acts = (0, 0) if compile else pack_convolutions(fast, probe)
         with torch.no_grad():
             got = fast(probe).float()
     except RuntimeError as err:  # e.g. an operator with no bfloat16 kernel on this device
@@ -231,7 +410,8 @@ def optimize(
             f"optimized logits differ by {diff:.2e} in {str(dtype).removeprefix('torch.')} "
             f"(allowed {atol:g} x max(1, |logits|); folded {folded} BatchNorms)"
         )
-    fast.folded_batchnorms = folded
+    fast.folded_batchnorms, fast.fused_linear_gelus = folded, fused
+    fast.packed_convolutions, fast.fused_activations = packed, fused_acts
     fast.logit_error, fast.logit_scale = diff, scale  # on the probe image
     # Freezing is inductor's inference mode (weights as constants); what it gains per model
     # and CPU is in results/bench/perf_table.md (fast+compile column).
