@@ -352,6 +352,33 @@ def test_fast_path_packs_convolutions_and_fuses_their_activations():
     copy.deepcopy(fast)  # the opaque packed weights are left out of copies
 
 
+class _InPlaceResidual(nn.Module):
+    """conv -> ReLU, and conv -> (+= input, in place) -> ReLU: only the first pair fuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.act1 = nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+        self.conv2, self.act2 = nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+        self.in_channels = 4  # what optimize's probe image uses
+
+    def forward(self, x):
+        y = self.conv2(self.act1(self.conv1(x)))
+        y += x  # the ReLU below reads conv2's output object, changed after conv2 made it
+        return self.act2(y).mean((2, 3))
+
+
+@torch.no_grad()
+def test_activation_fusion_skips_outputs_changed_in_place():
+    from visionzoo.bench.optimize import find_conv_act_pairs
+
+    torch.manual_seed(0)
+    model = _InPlaceResidual().eval()
+    x = torch.randn(2, 4, 8, 8)
+    assert find_conv_act_pairs(model, x) == [("conv1", "act1")]
+    fast = optimize(model, image_size=8)  # would differ by far more than 1e-4 if fused
+    assert (fast(x) - model(x)).abs().max() <= 1e-5
+
+
 @needs("vit_tiny_patch16")
 @torch.no_grad()
 def test_fast_path_fuses_mlp_linear_and_gelu():

@@ -156,23 +156,24 @@ def _find_pairs(
     operations consume each output."""
     names = {m: n for n, m in model.named_modules()}
     calls: dict[nn.Module, int] = {}
-    # id(output tensor) -> (module that made it, the tensor): holding the tensor keeps its
-    # id from being reused by a later tensor once the model has freed it
-    produced: dict[int, tuple[nn.Module, Tensor]] = {}
+    # id(output tensor) -> (module that made it, the tensor, its version): holding the tensor
+    # keeps its id from being reused once the model frees it, and the version counter tells
+    # an untouched output from one changed in place (a residual `out += shortcut`)
+    produced: dict[int, tuple[nn.Module, Tensor, int]] = {}
     out_node: dict[nn.Module, Any] = {}
     candidates: list[tuple[nn.Module, nn.Module]] = []
 
     def on_first(module: nn.Module, args: tuple, output: Any) -> None:
         calls[module] = calls.get(module, 0) + 1
         if isinstance(output, Tensor):
-            produced[id(output)] = (module, output)
+            produced[id(output)] = (module, output, output._version)
             out_node[module] = output.grad_fn
 
     def on_second(module: nn.Module, args: tuple) -> None:
         calls[module] = calls.get(module, 0) + 1
         if args and isinstance(args[0], Tensor) and id(args[0]) in produced:
-            maker, tensor = produced[id(args[0])]
-            if tensor is args[0]:
+            maker, tensor, version = produced[id(args[0])]
+            if tensor is args[0] and tensor._version == version:
                 candidates.append((maker, module))
 
     handles = []

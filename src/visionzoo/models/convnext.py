@@ -78,8 +78,8 @@ class ConvNeXtBlock(nn.Module):
         shortcut = x
         x = self.conv_dw(x).permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
         x = self.layer_scale * self.mlp(self.norm(x))
-        x = x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-        return shortcut + self.drop_path(x)
+        x = self.drop_path(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
+        return x.add_(shortcut)  # in place, as torchvision: saves a tensor per block
 
 
 class ConvNeXtStage(nn.Module):
