@@ -352,6 +352,32 @@ def test_fast_path_packs_convolutions_and_fuses_their_activations():
     copy.deepcopy(fast)  # the opaque packed weights are left out of copies
 
 
+@pytest.mark.parametrize(
+    "name, post_ops",
+    [("mobilenet_v2", {nn.ReLU6}), ("mobilenet_v3_small", {nn.ReLU, nn.Hardswish}),
+     ("efficientnet_b0", {nn.SiLU})],
+)  # fmt: skip
+@torch.no_grad()
+def test_fused_activation_post_ops_keep_logits(name, post_ops):
+    from visionzoo.bench.optimize import PackedConv2d
+
+    if name not in list_models():
+        pytest.skip(f"{name} is not registered")
+    torch.manual_seed(0)
+    model = create_model(name, image_size=96).eval()
+    _randomize_bn(model)
+    for m in model.modules():  # logits well away from zero, so the check means something
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.1)
+    fast = optimize(model, image_size=96)
+    fused = {type(m.act) for m in fast.model.modules() if isinstance(m, PackedConv2d)}
+    assert post_ops <= fused
+    x = torch.randn(2, 3, 96, 96)
+    ref = model(x)
+    assert float(ref.abs().max()) > 0.1
+    assert (fast(x) - ref).abs().max() <= 1e-4 * max(1.0, float(ref.abs().max()))
+
+
 class _InPlaceResidual(nn.Module):
     """conv -> ReLU, and conv -> (+= input, in place) -> ReLU: only the first pair fuses."""
 

@@ -69,15 +69,15 @@ _POST_OPS: dict[type, tuple[str, list[float]]] = {
 
 # default logit tolerance of the check, relative to max(1, largest |logit|), per dtype
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-1, torch.float16: 1e-2}
-_DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, str):
         key = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
-        if key not in _DTYPE_NAMES:
-            raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPE_NAMES)}")
-        return _DTYPE_NAMES[key]
+        if key not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        return DTYPES[key]
     if dtype not in TOLERANCE:
         raise ValueError(f"unsupported fast-path dtype {dtype}; use float32, bfloat16, float16")
     return dtype
@@ -251,32 +251,25 @@ class PackedConv2d(nn.Module):
     `weight` stays the parameter (state_dict, deepcopy and CUDA use it); a later change to it
     is seen, since the pack is keyed on its version. Inference only."""
 
-    def __init__(self, conv: nn.Conv2d, act: str = "none", scalars: list[float] | None = None):
+    def __init__(self, conv: nn.Conv2d, act: nn.Module | None = None):
         super().__init__()
         self.weight, self.bias = conv.weight, conv.bias
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.act, self.scalars = act, list(scalars or [])
+        # the oneDNN post-op, and the module itself for the unfused path (CUDA, fp16)
+        post = [v for t, v in _POST_OPS.items() if isinstance(act, t)]
+        self.attr, self.scalars = (post[0][0], list(post[0][1])) if post else ("none", [])
+        self.act = act if act is not None else nn.Identity()
         self._packed: tuple[Any, dict[torch.Size, Tensor]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # the opaque packed tensor cannot be copied
         return {**self.__dict__, "_packed": None}
 
-    def _post_op(self, y: Tensor) -> Tensor:
-        if self.act == "none":
-            return y
-        fn = {"relu": F.relu, "swish": F.silu, "hardswish": F.hardswish}.get(self.act)
-        if fn is not None:
-            return fn(y)
-        if self.act == "hardsigmoid":
-            return F.hardsigmoid(y)
-        return F.hardtanh(y, *self.scalars)  # "hardtanh": ReLU6
-
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
         if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
             y = F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
-            return self._post_op(y)
+            return self.act(y)
         # oneDNN picks the blocked layout for the problem's shape: one pack per input shape
         key = (w.dtype, w.data_ptr(), w._version)
         if self._packed is None or self._packed[0] != key:
@@ -296,7 +289,7 @@ class PackedConv2d(nn.Module):
             self.stride,
             self.dilation,
             self.groups,
-            self.act,
+            self.attr,
             self.scalars,
             "",
         )
@@ -321,12 +314,11 @@ def pack_convolutions(model: nn.Module, x: Tensor) -> tuple[int, int]:
     for name, conv in list(model.named_modules()):
         if not _packable(conv):
             continue
-        act_name = pairs.get(name)
+        act_name = pairs.get(name)  # find_conv_act_pairs only pairs _POST_OPS modules
         act = model.get_submodule(act_name) if act_name else None
-        post = _POST_OPS.get(type(act)) if act is not None else None
-        _set_submodule(model, name, PackedConv2d(conv, *(post or ("none", []))))
+        _set_submodule(model, name, PackedConv2d(conv, act))
         packed += 1
-        if post is not None:
+        if act_name:
             _set_submodule(model, act_name, nn.Identity())
             fused += 1
     return packed, fused

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionzoo.bench.optimize import DTYPES
 from visionzoo.engine.train import git_commit
 from visionzoo.errors import UserError
 
@@ -38,7 +39,6 @@ __all__ = [
     "write_results",
 ]
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CSV_FIELDS = [
     "model", "impl", "mode", "batch_size", "batch_size_requested", "image_size", "device",
     "dtype", "channels_last", "compiled", "repeats", "median_ms", "p95_ms", "min_ms",
