@@ -23,20 +23,18 @@ import torch
 from visionzoo.bench.optimize import optimize
 from visionzoo.bench.timing import environment
 from visionzoo.data.datasets import load_dataset
-from visionzoo.data.loader import Preprocess
+from visionzoo.data.loader import DeviceLoader, Preprocess
 from visionzoo.runs import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.inference_mode()
-def classify(
-    model, images: torch.Tensor, pre: Preprocess, batch: int
-) -> tuple[torch.Tensor, float]:
-    """Logits (fp32) of every image, and the seconds the pass took."""
+def classify(model, loader: DeviceLoader) -> tuple[torch.Tensor, float]:
+    """Logits (fp32) of every image, in order, and the seconds the pass took."""
     out, start = [], time.perf_counter()
-    for i in range(0, len(images), batch):
-        out.append(model(pre(images[i : i + batch])).float())
+    for x, _ in loader:
+        out.append(model(x).float())
     return torch.cat(out), time.perf_counter() - start
 
 
@@ -44,15 +42,17 @@ def check_run(path: Path, batch: int) -> dict:
     run = load_run(path)
     pre = Preprocess.from_dict(run.config["preprocess"])
     test = load_dataset(run.config["dataset"], "test")
+    loader = DeviceLoader(test, batch, pre)
     ways = {
         "eager fp32": run.model,
         "fast fp32": optimize(run.model, image_size=pre.image_size),
         "fast bf16": optimize(run.model, image_size=pre.image_size, dtype=torch.bfloat16),
     }
-    classify(run.model, test.images[:batch], pre, batch)  # warm-up
+    with torch.inference_mode():  # warm-up
+        run.model(next(iter(loader))[0])
     ref, rows = None, []
     for way, model in ways.items():
-        logits, seconds = classify(model, test.images, pre, batch)
+        logits, seconds = classify(model, loader)
         ref = logits if ref is None else ref
         pred = logits.argmax(1)
         rows.append(

@@ -383,6 +383,7 @@ def optimize(
     The original model is left untouched unless `inplace=True`.
     """
     dtype = _resolve_dtype(dtype)
+    dtype_name = str(dtype).removeprefix("torch.")
     atol = TOLERANCE[dtype] if atol is None else atol
     model.eval()
     x = _example_input(model, image_size)
@@ -406,13 +407,13 @@ def optimize(
         if dtype == torch.float32:
             raise
         raise RuntimeError(
-            f"the fast path cannot run this model in {str(dtype).removeprefix('torch.')}: "
+            f"the fast path cannot run this model in {dtype_name}: "
             f"{str(err).splitlines()[0]}; use dtype float32"
         ) from err
     diff, scale = float((got - expected).abs().max()), float(expected.abs().max())
     if not diff <= atol * max(1.0, scale):  # NaN fails too
         raise RuntimeError(
-            f"optimized logits differ by {diff:.2e} in {str(dtype).removeprefix('torch.')} "
+            f"optimized logits differ by {diff:.2e} in {dtype_name} "
             f"(allowed {atol:g} x max(1, |logits|); folded {folded} BatchNorms)"
         )
     fast.folded_batchnorms, fast.fused_linear_gelus = folded, fused

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from visionzoo.bench.optimize import DTYPES
+from visionzoo.bench.optimize import DTYPES, optimize
 from visionzoo.engine.train import git_commit
 from visionzoo.errors import UserError
 
@@ -251,8 +251,6 @@ def _fast_paths(
 ) -> dict[str, nn.Module]:
     """The fast path of `model` in each requested dtype, keyed by its row label; a dtype the
     model cannot run in (or whose logits miss the check) becomes a note."""
-    from visionzoo.bench.optimize import optimize
-
     out = {}
     for dtype in dict.fromkeys(cfg.optimize_dtypes or [cfg.dtype]):
         try:
@@ -377,29 +375,26 @@ def _bench_once(name, runners, cfg, size, channels, batch, mode) -> list[dict[st
     return rows
 
 
-def _cpu_model() -> str:
+def _cpuinfo(key: str) -> str | None:
+    """The first `key` line of /proc/cpuinfo (Linux), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_bf16_flags() -> list[str]:
     """The CPU's bfloat16 instruction sets (/proc/cpuinfo): what a bf16 timing depends on."""
-    wanted = ("avx512_bf16", "amx_bf16", "amx_tile", "avx_ne_convert")
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [w for w in wanted if w in have]
-    except OSError:
-        pass
-    return []
+    have = set((_cpuinfo("flags") or "").split())
+    return [w for w in ("avx512_bf16", "amx_bf16", "amx_tile", "avx_ne_convert") if w in have]
 
 
 def _version(module: str) -> str | None:
