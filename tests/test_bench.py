@@ -12,24 +12,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionzoo import create_model, get_model_info, list_models
+from visionzoo import create_model, get_model_info
+from visionzoo.bench import optimize as optimize_mod
 from visionzoo.bench.export import export_model
-from visionzoo.bench.optimize import find_conv_bn_pairs, fold_batchnorm, optimize
+from visionzoo.bench.optimize import (
+    PackedConv2d,
+    find_conv_bn_pairs,
+    fold_batchnorm,
+    optimize,
+    packed_bf16_supported,
+)
 from visionzoo.bench.profile import count_flops, profile_model
 from visionzoo.bench.reported import load_reported
 from visionzoo.cli import main
-
-REGISTERED = set(list_models())
 
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VISIONZOO_CACHE", str(tmp_path / "cache"))
-
-
-def needs(*names):
-    missing = [n for n in names if n not in REGISTERED]
-    return pytest.mark.skipif(bool(missing), reason=f"not registered yet: {missing}")
 
 
 def test_conv_flops_match_the_formula():
@@ -109,15 +109,12 @@ SLOW = {"densenet121", "inception_v3", "resnet101", "convnext_tiny", "resnet50",
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(DEPTHS)]
 )
 def test_depth_as_the_paper_counts(name):
-    if name not in REGISTERED:
-        pytest.skip(f"{name} not registered yet")
     info = get_model_info(name)
     p = profile_model(name, image_size=max(info.min_image_size, 32))
     assert p["depth"] == DEPTHS[name]
 
 
 @pytest.mark.slow
-@needs("vit_b_16")
 def test_transformer_reports_blocks():
     p = profile_model("vit_b_16")
     assert p["blocks"] == 12
@@ -126,7 +123,6 @@ def test_transformer_reports_blocks():
 
 
 @pytest.mark.slow
-@needs("resnet50")
 def test_resnet50_macs_equal_torchvision_published_figure():
     assert round(profile_model("resnet50")["macs"] / 1e9, 3) == 4.089
 
@@ -156,7 +152,6 @@ def test_bench_lenet5_writes_csv_and_json(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-@needs("resnet18")
 def test_bench_compare_ports_the_same_weights(tmp_path):
     code = main(["bench", "resnet18", "--image-size", "32", "--batch-size", "1",
                  "--repeats", "2", "--warmup", "1", "--compare", "torchvision",
@@ -219,8 +214,6 @@ def test_torch_export_round_trip_lenet5(tmp_path):
     + [pytest.param(n, marks=pytest.mark.slow) for n in ("convnext_tiny", "densenet121")],
 )
 def test_onnx_round_trip_families(name, tmp_path):
-    if name not in REGISTERED:
-        pytest.skip(f"{name} not registered yet")
     info = get_model_info(name)
     kwargs = {"small_input": True} if info.small_input else {}
     size = 32 if info.small_input else info.min_image_size
@@ -278,7 +271,6 @@ def test_fast_path_folds_batchnorm_and_keeps_logits():
     torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=0)
 
 
-@needs("resnet20")
 @torch.no_grad()
 def test_fast_path_on_a_registered_resnet():
     torch.manual_seed(0)
@@ -290,7 +282,6 @@ def test_fast_path_on_a_registered_resnet():
     assert (fast(x) - model(x)).abs().max() <= 1e-4
 
 
-@needs("resnet20")
 @pytest.mark.skipif(not shutil.which("c++"), reason="inductor on CPU needs a C++ compiler")
 def test_compiled_fast_path_keeps_logits():
     """torch.compile with inductor freezing (needs a C++ compiler, as inductor on CPU does)."""
@@ -324,7 +315,6 @@ def test_fast_path_falls_back_to_eager_when_compile_fails():
         assert (y - model(x)).abs().max() <= 1e-4
 
 
-@needs("resnet50")
 def test_fast_path_packs_convolutions_and_fuses_their_activations():
     from visionzoo.bench.optimize import PackedConv2d, _has_mkldnn_conv, find_conv_act_pairs
 
@@ -361,8 +351,6 @@ def test_fast_path_packs_convolutions_and_fuses_their_activations():
 def test_fused_activation_post_ops_keep_logits(name, post_ops):
     from visionzoo.bench.optimize import PackedConv2d
 
-    if name not in list_models():
-        pytest.skip(f"{name} is not registered")
     torch.manual_seed(0)
     model = create_model(name, image_size=96).eval()
     _randomize_bn(model)
@@ -405,7 +393,6 @@ def test_activation_fusion_skips_outputs_changed_in_place():
     assert (fast(x) - model(x)).abs().max() <= 1e-5
 
 
-@needs("vit_tiny_patch16")
 @torch.no_grad()
 def test_fast_path_fuses_mlp_linear_and_gelu():
     from visionzoo.bench.optimize import LinearGELU, _has_linear_gelu
@@ -424,8 +411,34 @@ def test_fast_path_fuses_mlp_linear_and_gelu():
     torch.testing.assert_close(layer(h), F.gelu(F.linear(h, layer.weight, layer.bias)))
 
 
+# Both kinds of CPU: "packed" runs where this CPU has oneDNN's bf16 kernels (AVX-512 or
+# AVX-NE-CONVERT), "plain" mocks the probe to stand for an AVX2-only CPU.
+BF16_KINDS = [
+    pytest.param(
+        "packed",
+        marks=pytest.mark.skipif(
+            not packed_bf16_supported(), reason="this CPU has no packed bf16 kernels"
+        ),
+    ),
+    "plain",
+]
+
+
+@pytest.fixture
+def bf16_kind(request, monkeypatch):
+    if request.param == "plain":
+        monkeypatch.setattr(optimize_mod, "packed_bf16_supported", lambda: False)
+    return request.param
+
+
+def test_the_bf16_probe_answers_and_is_cached():
+    assert isinstance(packed_bf16_supported(), bool)
+    assert packed_bf16_supported.cache_info().currsize == 1
+
+
+@pytest.mark.parametrize("bf16_kind", BF16_KINDS, indirect=True)
 @torch.no_grad()
-def test_bf16_fast_path_casts_in_and_out_and_stays_close():
+def test_bf16_fast_path_casts_in_and_out_and_stays_close(bf16_kind):
     torch.manual_seed(0)
     model = _ConvBnNet().eval()
     _randomize_bn(model)
@@ -433,6 +446,10 @@ def test_bf16_fast_path_casts_in_and_out_and_stays_close():
     assert fast.dtype is torch.bfloat16
     assert all(p.dtype is torch.bfloat16 for p in fast.model.parameters())
     assert fast.model.folded_batchnorms == 2
+    packed = [m for m in fast.model.modules() if isinstance(m, PackedConv2d)]
+    # packed oneDNN convolutions only where the CPU has the kernels; plain Conv2d elsewhere
+    assert (len(packed) == 3) == (bf16_kind == "packed")
+    assert fast.model.packed_convolutions == len(packed)
     assert all(p.dtype is torch.float32 for p in model.parameters())  # original untouched
     x = torch.randn(4, 3, 16, 16)
     y, ref = fast(x), model(x)
@@ -443,35 +460,65 @@ def test_bf16_fast_path_casts_in_and_out_and_stays_close():
     assert fast(x.to(torch.bfloat16)).dtype is torch.bfloat16  # bf16 in, bf16 out
 
 
+@pytest.mark.parametrize("bf16_kind", BF16_KINDS, indirect=True)
+@torch.no_grad()
+def test_bf16_fast_path_keeps_transformer_mlps_plain_without_the_kernels(bf16_kind):
+    from visionzoo.bench.optimize import LinearGELU
+
+    torch.manual_seed(0)
+    model = create_model("vit_tiny_patch16", image_size=32, num_classes=10).eval()
+    fast = optimize(model, image_size=32, dtype="bf16")
+    fused = [m for m in fast.model.modules() if isinstance(m, LinearGELU)]
+    assert (len(fused) == 12) == (bf16_kind == "packed"), len(fused)
+    x = torch.randn(2, 3, 32, 32)
+    ref = model(x)
+    assert (fast(x) - ref).abs().max() <= 0.1 * max(1.0, float(ref.abs().max()))
+
+
+class _NoBf16(nn.Module):  # stands for a model using an operator with no bf16 kernel
+    def forward(self, x):
+        if x.dtype is torch.bfloat16:
+            raise RuntimeError("\"cdist\" not implemented for 'BFloat16'\nmore")
+        return x.mean((2, 3))
+
+
 def test_fast_path_dtype_errors_are_clear():
     model = _ConvBnNet().eval()
     with pytest.raises(ValueError, match="unknown dtype 'int8'"):
         optimize(model, image_size=16, dtype="int8")
-
-    class NoBf16(nn.Module):  # stands for a model using an operator with no bf16 kernel
-        def forward(self, x):
-            if x.dtype is torch.bfloat16:
-                raise RuntimeError("\"cdist\" not implemented for 'BFloat16'\nmore")
-            return x.mean((2, 3))
-
-    with pytest.raises(RuntimeError, match="cannot run this model in bfloat16: .cdist.*float32$"):
-        optimize(NoBf16(), image_size=8, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="logits differ by .* in bfloat16"):
         optimize(model, image_size=16, dtype="bf16", atol=1e-7)
 
 
-@needs("swin_t")
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_model_with_no_bf16_kernel_gets_the_fp32_fast_path_and_a_note(inplace):
+    model = nn.Sequential(_ConvBnNet(), nn.Unflatten(1, (-1, 1, 1)), _NoBf16()).eval()
+    _randomize_bn(model)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    with pytest.warns(UserWarning, match=r"cannot run .* in bfloat16 .*cdist.*float32 fast path"):
+        fast = optimize(model, image_size=16, dtype="bf16", inplace=inplace)
+    assert fast.dtype is torch.float32
+    assert all(p.dtype is torch.float32 for p in fast.model.parameters())
+    assert all(p.dtype is torch.float32 for p in model.parameters())  # the cast was undone
+    assert (fast(x) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("bf16_kind", BF16_KINDS, indirect=True)
 @torch.no_grad()
-def test_bf16_fast_path_runs_shifted_windows():
+def test_bf16_fast_path_runs_shifted_windows(bf16_kind):
     """Swin's shift mask is built in the activations' dtype (it was fp32, failing in bf16)."""
     torch.manual_seed(0)
     model = create_model("swin_t", image_size=64).eval()
     fast = optimize(model, image_size=64, dtype="bf16")
+    assert fast.dtype is torch.bfloat16
     x = torch.randn(1, 3, 64, 64)
     assert (fast(x) - model(x)).abs().max() <= 0.1 * max(1.0, float(model(x).abs().max()))
 
 
-def test_bench_times_a_bf16_fast_path_beside_fp32(tmp_path):
+@pytest.mark.parametrize("bf16_kind", BF16_KINDS, indirect=True)
+def test_bench_times_a_bf16_fast_path_beside_fp32(tmp_path, bf16_kind):
     out = tmp_path / "bench"
     code = main(["bench", "lenet5", "--batch-size", "2", "--repeats", "2", "--warmup", "1",
                  "--optimize-dtype", "fp32,bf16", "--out", str(out)])  # fmt: skip
@@ -497,7 +544,8 @@ def test_reported_figures():
 
 
 def test_export_a_run_directory(tmp_path, capsys):
-    runs = pytest.importorskip("visionzoo.runs")
+    from visionzoo import runs
+
     torch.manual_seed(0)
     model = create_model("lenet5", num_classes=3)
     config = {"preprocess": {"image_size": 32, "in_channels": 1}, "class_names": ["a", "b", "c"]}

@@ -30,11 +30,20 @@ defaulting to 0.1 of the logits' scale (randomly initialised models measured 0.4
 ResNets, ViTs and Swin, 7% for the R50+ViT hybrid), and the measured difference is kept as
 `logit_error`. On trained nets it changed 22 and 32 of 10,000 Fashion-MNIST test answers
 (ResNet-20, ViT-Ti; results/bench/fastpath_accuracy.md). Like TF32 on GPUs it is opt-in.
+
+What bfloat16 can use depends on the CPU, so it is probed, not assumed: oneDNN's packed
+bf16 kernels need AVX512-BW/VL/DQ or AVX-NE-CONVERT (`packed_bf16_supported`, one tiny
+packed convolution, cached). Without them (an AVX2-only CPU) the model is still cast to
+bfloat16 and runs on plain modules, unpacked; a model that cannot run in bfloat16 at all
+falls back to the float32 fast path with a one-line warning. `InferenceModel.dtype` says
+which dtype it runs in. On CUDA the oneDNN rewrites are skipped (BatchNorm folding and the
+cast remain).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from typing import Any
 
@@ -324,6 +333,22 @@ def pack_convolutions(model: nn.Module, x: Tensor) -> tuple[int, int]:
     return packed, fused
 
 
+@functools.cache
+def packed_bf16_supported() -> bool:
+    """Whether oneDNN runs packed bfloat16 kernels on this CPU: one tiny packed convolution
+    with a post-op and one fused linear, tried once per process."""
+    if not (_has_mkldnn_conv() and _has_linear_gelu()):
+        return False
+    try:
+        with torch.no_grad():
+            conv = PackedConv2d(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).to(torch.bfloat16)
+            conv(torch.randn(1, 8, 4, 4, dtype=torch.bfloat16))
+            LinearGELU(nn.Linear(8, 8).to(torch.bfloat16))(torch.randn(2, 8).to(torch.bfloat16))
+    except RuntimeError:  # "bf16 path needs the cpu support avx_ne_convert or avx512bw, ..."
+        return False
+    return True
+
+
 def _has_linear_gelu() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -379,57 +404,99 @@ def optimize(
     so the compiled model does not see later changes to the weights.
     `dtype` bfloat16/float16 casts the folded model (see the module docstring); `atol`, the
     largest logit difference allowed relative to max(1, largest |logit|), defaults to
-    `TOLERANCE[dtype]` (1e-4 for float32).
+    `TOLERANCE[dtype]` (1e-4 for float32). A model with no kernel for `dtype` on this
+    device gets the float32 fast path and a warning; `.dtype` of the result says which.
     The original model is left untouched unless `inplace=True`.
     """
     dtype = _resolve_dtype(dtype)
-    dtype_name = str(dtype).removeprefix("torch.")
-    atol = TOLERANCE[dtype] if atol is None else atol
     model.eval()
-    x = _example_input(model, image_size)
+    x = _example_input(model, image_size).to(_device_of(model))
     with torch.no_grad():
         expected = model(x)
-    fast = model if inplace else copy.deepcopy(model)
+    try:
+        fast = _rewrite(model if inplace else copy.deepcopy(model), x, expected, dtype, atol,
+                        channels_last, compile, undo_cast=inplace)  # fmt: skip
+    except _NoKernel as err:
+        warnings.warn(
+            f"the fast path cannot run {getattr(model, 'model_name', None) or 'this model'} in "
+            f"{_name(dtype)} on this device ({err}); using the float32 fast path",
+            stacklevel=2,
+        )
+        return optimize(model, channels_last, compile, inplace, image_size, dtype=torch.float32)
+    compiled = None
+    if compile:
+        # Every model's forward is the same code object (ImageClassifier.forward), so dynamo
+        # counts each model and input shape compiled in this process as a recompile of it;
+        # at the default limit (8) the ninth silently runs eagerly. Allow one per shape for
+        # many models. dynamic=False: each new input shape compiles its own static graph
+        # once; freezing is inductor's inference mode (weights as constants).
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+        compiled = torch.compile(fast, dynamic=False, options={"freezing": True})
+    return InferenceModel(fast, channels_last=channels_last, compiled=compiled, dtype=dtype)
+
+
+class _NoKernel(Exception):
+    """The rewritten model has no kernel for the requested dtype on this device."""
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _rewrite(
+    fast: nn.Module,
+    x: Tensor,
+    expected: Tensor,
+    dtype: torch.dtype,
+    atol: float | None,
+    channels_last: bool,
+    compile: bool,
+    undo_cast: bool = False,
+) -> nn.Module:
+    """Fold, fuse, cast and pack `fast` in place, then check its logits against `expected`.
+    With `undo_cast`, a model that cannot run in `dtype` is given back its float32 weights."""
+    atol = TOLERANCE[dtype] if atol is None else atol
     folded = fold_batchnorm(fast, x)
-    # oneDNN fusions for the eager path; inductor's freezing makes its own (compile=True)
-    fused = 0 if compile else fuse_linear_gelu(fast)
+    # oneDNN's packed and fused kernels: CPU only, in bf16 only where the CPU has them;
+    # inductor's freezing makes its own (compile=True)
+    onednn = (
+        x.device.type == "cpu"
+        and not compile
+        and (dtype != torch.bfloat16 or packed_bf16_supported())
+    )
+    fused = fuse_linear_gelu(fast) if onednn else 0
+    backup = None
     if dtype != torch.float32:
+        if undo_cast:
+            backup = {k: v.detach().clone() for k, v in fast.state_dict().items()}
         fast = fast.to(dtype)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     probe = x.to(dtype)
     probe = probe.contiguous(memory_format=torch.channels_last) if channels_last else probe
     try:
-        packed, fused_acts = (0, 0) if compile else pack_convolutions(fast, probe)
+        packed, fused_acts = pack_convolutions(fast, probe) if onednn else (0, 0)
         with torch.no_grad():
             got = fast(probe).float()
     except RuntimeError as err:  # e.g. an operator with no bfloat16 kernel on this device
         if dtype == torch.float32:
             raise
-        raise RuntimeError(
-            f"the fast path cannot run this model in {dtype_name}: "
-            f"{str(err).splitlines()[0]}; use dtype float32"
-        ) from err
+        if backup is not None:
+            fast.float().load_state_dict(backup)
+        raise _NoKernel(str(err).strip().splitlines()[0][:200]) from err
     diff, scale = float((got - expected).abs().max()), float(expected.abs().max())
     if not diff <= atol * max(1.0, scale):  # NaN fails too
         raise RuntimeError(
-            f"optimized logits differ by {diff:.2e} in {dtype_name} "
+            f"optimized logits differ by {diff:.2e} in {_name(dtype)} "
             f"(allowed {atol:g} x max(1, |logits|); folded {folded} BatchNorms)"
         )
     fast.folded_batchnorms, fast.fused_linear_gelus = folded, fused
     fast.packed_convolutions, fast.fused_activations = packed, fused_acts
     fast.logit_error, fast.logit_scale = diff, scale  # on the probe image
-    # Freezing is inductor's inference mode (weights as constants); what it gains per model
-    # and CPU is in results/bench/perf_table.md (fast+compile column).
-    # dynamic=False: each new input shape compiles its own static graph once, instead of
-    # torch.compile switching to one graph with a symbolic batch size at the second shape.
-    compiled = None
-    if compile:
-        # Every model's forward is the same code object (ImageClassifier.forward), so dynamo
-        # counts each model and input shape compiled in this process as a recompile of it;
-        # at the default limit (8) the ninth silently runs eagerly. Allow one per shape for
-        # many models.
-        dynamo_config = torch._dynamo.config
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
-        compiled = torch.compile(fast, dynamic=False, options={"freezing": True})
-    return InferenceModel(fast, channels_last=channels_last, compiled=compiled, dtype=dtype)
+    return fast

@@ -17,6 +17,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -254,11 +255,17 @@ def _fast_paths(
     out = {}
     for dtype in dict.fromkeys(cfg.optimize_dtypes or [cfg.dtype]):
         try:
-            fast = optimize(
-                model, channels_last=True, compile=cfg.compile, image_size=size, dtype=dtype
-            )
+            with warnings.catch_warnings():  # a float32 fallback becomes the note below
+                warnings.simplefilter("ignore", UserWarning)
+                fast = optimize(
+                    model, channels_last=True, compile=cfg.compile, image_size=size, dtype=dtype
+                )
         except RuntimeError as err:
             notes.append(f"{name}: no {dtype} fast path ({str(err).splitlines()[0][:150]})")
+            continue
+        got = next(k for k, v in DTYPES.items() if v == fast.dtype)
+        if got != dtype:  # optimize fell back to float32: no kernels for `dtype` here
+            notes.append(f"{name}: no {dtype} fast path on this device (it fell back to {got})")
             continue
         out[fast_label(cfg, dtype)] = fast.to(cfg.device)
     return out
