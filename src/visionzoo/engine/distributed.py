@@ -14,6 +14,8 @@ import torch
 import torch.distributed as td
 from torch import Tensor, nn
 
+from visionzoo.errors import UserError
+
 
 def world_size() -> int:
     return td.get_world_size() if td.is_available() and td.is_initialized() else 1
@@ -37,6 +39,13 @@ def setup(device: torch.device) -> torch.device:
         return device
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        have = torch.cuda.device_count()
+        if local >= have:
+            raise UserError(
+                f"torchrun started local rank {local} but this machine has {have} CUDA "
+                f"device{'s' * (have != 1)}: use --nproc_per_node={have}, or --device cpu to "
+                "train with gloo on CPU"
+            )
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

@@ -135,7 +135,7 @@ def interleaved_latency_ms(
                     times[name].append((time.perf_counter() - t0) * 1000)
     out = {}
     for name, ts in times.items():
-        q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
+        q = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else [ts[0]] * 3
         out[name] = {"median": statistics.median(ts), "q1": q[0], "q3": q[2], "repeats": repeats}
     return out
 

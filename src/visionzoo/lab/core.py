@@ -28,7 +28,6 @@ from visionzoo.errors import UserError
 BUDGETS = ("smoke", "quick", "full")
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
 REPRODUCED, PARTLY, NOT = VERDICTS
-MNIST_5K = os.environ.get("VISIONZOO_MNIST_DIR", "/work/shared/data/mnist-5k")
 KEEP = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "images_per_s")
 
 
@@ -185,8 +184,8 @@ class Context:
             self.console.print(text)
 
     def data_dir_for(self, dataset: str) -> str | None:
-        if dataset == "mnist" and not self.data_dir and Path(MNIST_5K).is_dir():
-            return MNIST_5K
+        """`--data-dir` for every dataset; without it the catalogue's lookup ($VISIONZOO_DATA,
+        the cache folder, the system folders) finds the files."""
         return self.data_dir
 
     def test_size(self, dataset: str | None = None) -> int:
