@@ -17,7 +17,7 @@ from visionzoo.cli import main
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "lenet"
     code = main(["train", "lenet5", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "64",
-                 "--threads", "1", "--quiet", "--out", str(out)])  # fmt: skip
+                 "--threads", "1", "--device", "cpu", "--quiet", "--out", str(out)])  # fmt: skip
     assert code == 0
     return out
 

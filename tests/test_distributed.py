@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ARGS = ["train", "lenet5", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "64",
-        "--no-augment", "--threads", "1", "--quiet"]  # fmt: skip
+        "--no-augment", "--threads", "1", "--device", "cpu", "--quiet"]  # fmt: skip
 
 
 @pytest.mark.slow

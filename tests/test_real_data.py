@@ -19,6 +19,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 )
 def test_lenet5_one_epoch_on_fashion_mnist(tmp_path):
     recipe = {k: v for k, v in RECIPES["demo"].items()}
-    cfg = TrainConfig(model="lenet5", dataset="fashion-mnist", **{**recipe, "epochs": 1})
+    cfg = TrainConfig(
+        model="lenet5", dataset="fashion-mnist", **{**recipe, "epochs": 1, "device": "cpu"}
+    )
     metrics = fit(cfg, tmp_path / "run", quiet=True)
     assert metrics["test_acc"] >= 0.85, metrics

@@ -16,7 +16,7 @@ from visionzoo.engine.fit import fit
 from visionzoo.errors import UserError
 from visionzoo.registry import create_model
 
-BASE = dict(dataset="synthetic", batch_size=64, lr=0.05, threads=1)
+BASE = dict(dataset="synthetic", batch_size=64, lr=0.05, threads=1, device="cpu")
 
 
 @pytest.fixture(scope="module")

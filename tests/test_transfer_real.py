@@ -46,7 +46,9 @@ def test_pretrained_beats_scratch_on_1000_digits(tmp_path):
     scratch. With its own better learning rate (0.05) scratch reaches 0.88-0.90 on these
     1,000 digits: the gain is speed at a small budget, not a higher ceiling.
     """
-    common = dict(batch_size=64, lr=0.01, epochs=6, seed=0, threads=torch.get_num_threads())
+    common = dict(
+        batch_size=64, lr=0.01, epochs=6, seed=0, threads=torch.get_num_threads(), device="cpu"
+    )
     pre = TrainConfig(
         model="lenet5",
         dataset="fashion-mnist",
