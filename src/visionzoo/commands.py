@@ -177,19 +177,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from visionzoo.data import DeviceLoader, load_dataset
+    from visionzoo.data.folders import FolderOptions
     from visionzoo.data.loader import Preprocess
     from visionzoo.engine.train import evaluate
     from visionzoo.runs import load_run
 
     run = load_run(args.run)
     name = args.dataset or run.config.get("dataset")
-    data = load_dataset(name, "test", args.data_dir)
+    pre = Preprocess.from_config(run.config, f"{args.run}/config.json")
+    data = load_dataset(name, "test", args.data_dir, folder=FolderOptions.from_preprocess(pre))
     if list(data.spec.classes) != run.class_names:
         raise UserError(
             f"{name} has other classes than the run "
             f"({data.spec.num_classes} vs {len(run.class_names)})"
         )
-    pre = Preprocess.from_dict(run.config["preprocess"])
     if data.spec.size != (pre.data_size or data.spec.size) or data.spec.channels != pre.in_channels:
         raise UserError(
             f"{name} images are {data.spec.channels}x{data.spec.size}px; "
@@ -221,13 +222,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from visionzoo.predict import predict, preprocess, read_image
+    from visionzoo.predict import load_input, predict
     from visionzoo.runs import load_run
 
     run = load_run(args.run)
     if args.topk < 1:
         raise UserError("--topk must be >= 1")
-    batch = torch.cat([preprocess(read_image(p), run.config) for p in args.images])
+    batch = torch.cat([load_input(p, run.config) for p in args.images])
     results = predict(run, batch, args.topk)
     if args.json:
         print(

@@ -1,52 +1,79 @@
 """Prediction on a user's own images, preprocessed as the run's config says.
 
-A run trained on 28x28 grayscale accepts any PNG or JPEG photo: it is decoded, converted to
-the run's channels, resized (shorter side, then centre crop) to the training images' size,
-padded and normalized exactly as in training.
+A run trained on 28x28 grayscale accepts any PNG, JPEG, GIF, BMP, TIFF or WebP photo: it
+goes through the same `visionzoo.data.decode` path as the training images (EXIF upright,
+16-bit scaled, transparency on the run's background, the run's crop or letterbox rule at
+the training side), then the run's `Preprocess` (resize, padding, normalization).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from visionzoo.data.decode import (
+    MAX_PIXELS,
+    DecodeRule,
+    decode,
+    fit_square,
+    open_image,
+    to_pixels,
+)
 from visionzoo.data.loader import Preprocess
 from visionzoo.errors import UserError
 
-MAX_PIXELS = 40_000_000  # refuse decompression bombs: 40 MP is more than any camera photo needs
-MAX_BYTES = 50 * 1024 * 1024
+
+def decode_rule(pre: Preprocess) -> DecodeRule:
+    return DecodeRule(pre.data_side, pre.in_channels, pre.fit, tuple(pre.background))
+
+
+def load_input(path: str | Path, config: dict) -> Tensor:
+    """An image file -> model input (1, C, S, S), exactly as the run's training images."""
+    pre = Preprocess.from_config(config)
+    try:
+        image = decode(Path(path), decode_rule(pre), name=str(path))
+    except UserError as err:
+        raise UserError(str(err)) from None
+    return pre(image[None])
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> Tensor:
-    """Bytes of a PNG/JPEG/GIF/WebP/BMP file -> uint8 (C, H, W), C = 1 or 3."""
-    from PIL import Image, UnidentifiedImageError
-
-    if len(data) > MAX_BYTES:
-        raise UserError(
-            f"{name}: file too large ({len(data) / 2**20:.1f} MB > {MAX_BYTES / 2**20:.0f} MB)"
-        )
+    """Bytes of an image file -> uint8 (C, H, W) at full size, upright, 8-bit; C is 1 or 3,
+    or 4 (RGB + alpha) when the image has transparency, which `preprocess` then
+    composites onto the run's background."""
+    im = open_image(data, name, max_pixels)
     try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            w, h = im.size
-            if w * h > max_pixels:
-                raise UserError(f"{name}: {w}x{h} pixels is more than the {max_pixels:,} allowed")
-            im.draft("RGB", (max(w, 1), max(h, 1)))
-            im = im.convert("L" if im.mode in ("1", "L", "I;16", "I", "LA") else "RGB")
-            img = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+        with im:
+            im.seek(0)
+            from PIL import ImageOps
+
+            im = ImageOps.exif_transpose(im)
+            has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+            if has_alpha:
+                im = im.convert("RGBA")
+            else:
+                im = to_pixels(im, 1 if _is_gray(im) else 3, (0, 0, 0))
+            array = np.asarray(im, dtype=np.uint8)
     except UserError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+    except Exception as err:  # noqa: BLE001 - a truncated or malformed body, any codec
         raise UserError(f"{name}: not a readable image ({str(err).splitlines()[0]})") from None
-    channels = 1 if im.mode == "L" else 3
-    return img.view(h, w, channels).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+
+
+def _is_gray(im) -> bool:
+    return im.mode in ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
 def read_image(path: str | Path) -> Tensor:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     return decode_image(path.read_bytes(), name=str(path))
@@ -54,28 +81,33 @@ def read_image(path: str | Path) -> Tensor:
 
 def preprocess(image: Tensor, config: dict) -> Tensor:
     """uint8 (C, H, W) -> model input (1, C', S, S) following the run's `preprocess`."""
-    pre = Preprocess.from_dict(config["preprocess"])
-    x = image.float()
-    if x.shape[0] != pre.in_channels:
-        if pre.in_channels == 1:  # ITU-R 601 luma
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
-        else:
-            x = x.expand(3, -1, -1)
-    side = pre.resize or pre.data_size or (pre.image_size - 2 * pre.pad)
-    x = fit_square(x[None], side)  # (1, C, side, side)
-    x = x.round().clamp(0, 255).to(torch.uint8)
-    return pre(x)
+    from PIL import Image
+
+    pre = Preprocess.from_config(config)
+    if image.shape[0] not in (1, 3, 4):
+        raise UserError(f"expected an image of 1, 3 or 4 channels, got {image.shape[0]}")
+    array = image.permute(1, 2, 0).contiguous().numpy()  # (C, H, W) -> (H, W, C)
+    im = Image.fromarray(array[:, :, 0] if image.shape[0] == 1 else array)  # L, RGB or RGBA
+    rule = decode_rule(pre)
+    im = fit_square(to_pixels(im, rule.channels, rule.background), rule.side, rule.fit,
+                    rule.background)  # fmt: skip
+    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    return pre(x[None])
 
 
-def fit_square(x: Tensor, side: int) -> Tensor:
-    """Resize the shorter side to `side`, then centre-crop to side x side."""
-    h, w = x.shape[-2:]
-    scale = side / min(h, w)
-    nh, nw = max(side, round(h * scale)), max(side, round(w * scale))
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - side) // 2, (nw - side) // 2
-    return x[..., top : top + side, left : left + side]
+def check_class_names(run, num_outputs: int) -> list[str]:
+    """The run's class names, checked against the model's outputs."""
+    names = run.class_names
+    if not names:
+        return [str(i) for i in range(num_outputs)]
+    if not isinstance(names, list) or len(names) != num_outputs:
+        n = len(names) if isinstance(names, list) else type(names).__name__
+        raise UserError(
+            f"{run.path}/config.json: 'class_names' lists {n} names but the model has "
+            f"{num_outputs} outputs"
+        )
+    return [str(n) for n in names]
 
 
 @torch.no_grad()
@@ -85,7 +117,7 @@ def predict(run, batch: Tensor, topk: int = 5) -> list[list[tuple[str, float]]]:
     probs = model(batch).float().softmax(-1)
     k = min(topk, probs.shape[-1])
     values, indices = probs.topk(k, dim=-1)
-    names = run.class_names or [str(i) for i in range(probs.shape[-1])]
+    names = check_class_names(run, probs.shape[-1])
     return [
         [(names[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist())]
         for vals, idx in zip(values, indices)

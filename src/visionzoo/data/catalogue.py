@@ -36,6 +36,8 @@ class DatasetSpec:
     files: dict[str, tuple[RemoteFile, ...]] = field(default_factory=dict)  # split -> files
     system_dirs: tuple[str, ...] = ()  # folders where a system package puts the files
     source: str = ""  # citation / home page
+    fit: str = "crop"  # how other-shaped images are fitted: "crop" or "letterbox"
+    background: tuple[int, int, int] = (0, 0, 0)  # behind transparency (black: MNIST-like)
 
     @property
     def num_classes(self) -> int:

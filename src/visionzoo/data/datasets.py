@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,10 @@ import torch
 from torch import Tensor
 
 from visionzoo.data.catalogue import ALIASES, CATALOGUE, DatasetSpec
+from visionzoo.data.folders import FolderOptions, decode_folder, warn_skipped
 from visionzoo.data.idx import DatasetError, read_idx
 from visionzoo.data.sources import default_cache, download, find_file, how_to_get, search_dirs
 from visionzoo.data.synthetic import make_synthetic
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -57,13 +55,18 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def load_dataset(
-    name: str, split: str = "train", data_dir: str | Path | None = None, download_ok: bool = False
+    name: str,
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    download_ok: bool = False,
+    folder: FolderOptions | None = None,
 ) -> InMemoryDataset:
-    """The `split` ("train" or "test") of a dataset, decoded into memory."""
+    """The `split` ("train" or "test") of a dataset, decoded into memory. `folder` says how
+    an `imagefolder:PATH` is decoded (side, fit, background, strict); others ignore it."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name.startswith("imagefolder:"):
-        spec, splits = _imagefolder(name.partition(":")[2])
+        spec, splits = _imagefolder(name.partition(":")[2], folder)
         images, labels = splits[split]
         return InMemoryDataset(images, labels, spec, split)
     spec = get_spec(name)
@@ -148,106 +151,81 @@ def _load_cifar_bin(spec: DatasetSpec, split: str, data_dir, download_ok: bool):
     return images, labels
 
 
-@lru_cache(maxsize=4)
-def _imagefolder(path_str: str) -> tuple[DatasetSpec, dict[str, tuple[Tensor, Tensor]]]:
+def _imagefolder(
+    path_str: str, options: FolderOptions | None = None
+) -> tuple[DatasetSpec, dict[str, tuple[Tensor, Tensor]]]:
     """One folder per class. `PATH/train` and `PATH/test` (or `val`) when present, else a
-    deterministic 80/20 split per class. Images are decoded with torchvision, converted to
-    the folder's channel count (1 if every image is grayscale, else 3) and resized to the
-    most common size."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
-
+    deterministic 80/20 split per class. Images go through `visionzoo.data.decode` at the
+    training side (`options.image_size`, else the most common shorter side up to 224) and
+    are cached as uint8 (see `visionzoo.data.folders`); unreadable files are skipped with a
+    warning, or are fatal with `options.strict`."""
+    options = options or FolderOptions()
     root = Path(path_str).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"imagefolder: {root} is not a folder")
-    split_dirs = {
-        "train": root / "train",
-        "test": next((root / s for s in ("test", "val") if (root / s).is_dir()), None),
-    }
-    pre_split = split_dirs["train"].is_dir() and split_dirs["test"] is not None
-    base = split_dirs["train"] if pre_split else root
-    classes = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DatasetError(
-            f"imagefolder: {base} needs at least two class folders, found {len(classes)}"
-        )
-
-    def files_of(folder: Path) -> list[tuple[Path, int]]:
-        out = []
-        for label, c in enumerate(classes):
-            d = folder / c
-            if d.is_dir():
-                out += [
-                    (f, label) for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES
-                ]
-        return out
-
-    def decode(f: Path) -> Tensor:
-        try:
-            data = torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8)
-            return decode_image(data, mode=ImageReadMode.UNCHANGED)
-        except (RuntimeError, ValueError) as err:
-            raise DatasetError(f"{f}: not a readable image ({str(err).splitlines()[0]})") from None
-
-    listing = (
-        {"train": files_of(split_dirs["train"]), "test": files_of(split_dirs["test"])}
-        if pre_split
-        else None
-    )
-    all_files = files_of(root) if listing is None else listing["train"] + listing["test"]
-    if not all_files:
-        raise DatasetError(f"imagefolder: no images under {root}")
-    decoded = [decode(f)[:3] for f, _ in all_files]
-    channels = 1 if all(img.shape[0] == 1 for img in decoded) else 3
-    sizes = [tuple(img.shape[1:]) for img in decoded]
-    size = max(set(sizes), key=sizes.count)
-    side = size[0] if size[0] == size[1] else min(size)
-
-    def prepare(img: Tensor) -> Tensor:
-        if img.shape[0] != channels:
-            img = (
-                img.expand(3, -1, -1)
-                if channels == 3
-                else img.float().mean(0, keepdim=True).round().to(torch.uint8)
-            )
-        if tuple(img.shape[1:]) != (side, side):
-            img = resize(img, [side, side], antialias=True)
-        return img
-
-    images = torch.stack([prepare(img) for img in decoded])
-    labels = torch.tensor([label for _, label in all_files])
-    if pre_split:
-        n_train = len(listing["train"])
-        train_idx, test_idx = torch.arange(n_train), torch.arange(n_train, len(labels))
+    decoded = decode_folder(root, options)
+    if decoded.cache_file is None or decoded.cache_file not in _WARNED:
+        warn_skipped(decoded, root)
+        _WARNED.add(decoded.cache_file)
+    labels = torch.from_numpy(decoded.labels)
+    if decoded.pre_split:
+        is_train = torch.from_numpy(decoded.is_train)
+        train_idx, test_idx = is_train.nonzero().flatten(), (~is_train).nonzero().flatten()
     else:
-        g = torch.Generator().manual_seed(0)
-        train_parts, test_parts = [], []
-        for c in range(len(classes)):
-            idx = (labels == c).nonzero().flatten()
-            idx = idx[torch.randperm(len(idx), generator=g)]
-            n_test = max(1, len(idx) // 5) if len(idx) > 1 else 0
-            test_parts.append(idx[:n_test])
-            train_parts.append(idx[n_test:])
-        train_idx, test_idx = torch.cat(train_parts), torch.cat(test_parts)
-    train_images = images[train_idx].float() / 255
-    mean = tuple(train_images.mean((0, 2, 3)).tolist())
-    std = tuple(max(s, 1e-3) for s in train_images.std((0, 2, 3)).tolist())
+        train_idx, test_idx = _split_per_class(labels, len(decoded.classes))
+    images = torch.from_numpy(decoded.images)  # (N, C, S, S) uint8, memory-mapped
+    train_images = images[train_idx]  # the copies that training holds: the dataset at its side
+    mean, std = _channel_stats(train_images)
+    rule = decoded.rule
     spec = replace(
         CATALOGUE["synthetic"],
         name=f"imagefolder:{root}",
-        description=f"images under {root}: {len(classes)} classes",
-        classes=tuple(classes),
-        channels=channels,
-        size=side,
+        description=f"images under {root}: {len(decoded.classes)} classes",
+        classes=decoded.classes,
+        channels=rule.channels,
+        size=rule.side,
         mean=mean,
         std=std,
         train_size=len(train_idx),
         test_size=len(test_idx),
         format="imagefolder",
         hflip=False,
-        crop_padding=max(1, side // 16),
+        crop_padding=max(1, rule.side // 16),
+        fit=rule.fit,
+        background=rule.background,
     )
     return spec, {
-        "train": (images[train_idx], labels[train_idx]),
+        "train": (train_images, labels[train_idx]),
         "test": (images[test_idx], labels[test_idx]),
     }
+
+
+_WARNED: set = set()  # cache files whose skipped images were already reported
+
+
+def _split_per_class(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    train_parts, test_parts = [], []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_test = max(1, len(idx) // 5) if len(idx) > 1 else 0
+        test_parts.append(idx[:n_test])
+        train_parts.append(idx[n_test:])
+    return torch.cat(train_parts), torch.cat(test_parts)
+
+
+def _channel_stats(
+    images: Tensor, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1], a chunk at a time (never a float copy of all)."""
+    c = images.shape[1]
+    total, sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(torch.float64).div_(255)
+        total += x.sum((0, 2, 3))
+        sq += x.square().sum((0, 2, 3))
+        n += x[:, 0].numel()
+    if n == 0:
+        return (0.5,) * c, (0.25,) * c
+    mean = total / n
+    std = (sq / n - mean.square()).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(max(s, 1e-3) for s in std.tolist())

@@ -24,6 +24,7 @@ from visionzoo.data.augment import (
     random_hflip,
 )
 from visionzoo.data.datasets import InMemoryDataset
+from visionzoo.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,17 @@ class Preprocess:
     resize: int | None = None  # resize raw images to this side first (None: keep)
     pad: int = 0  # background pixels added on every side after resizing
     data_size: int | None = None  # side of the training images (predict fits photos to it)
+    fit: str = "crop"  # how a file becomes data_size^2: "crop" (shorter side) or "letterbox"
+    background: tuple[int, int, int] = (0, 0, 0)  # RGB behind transparency and letterboxing
 
     @classmethod
     def for_model(cls, spec, min_size: int, image_size: int | None = None) -> Preprocess:
         """Fit a dataset's images to a model: pad small gaps (<= 4 px a side), else resize."""
         target = image_size or max(spec.size, min_size)
-        base = dict(in_channels=spec.channels, image_size=target, mean=spec.mean, std=spec.std)
+        base = dict(
+            in_channels=spec.channels, image_size=target, mean=spec.mean, std=spec.std,
+            fit=spec.fit, background=tuple(spec.background),
+        )  # fmt: skip
         if target == spec.size:
             return cls(**base, data_size=spec.size)
         gap = target - spec.size
@@ -52,16 +58,49 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Preprocess:
-        return cls(
-            in_channels=int(d["in_channels"]),
-            image_size=int(d["image_size"]),
-            mean=tuple(d["mean"]),
-            std=tuple(d["std"]),
-            resize=d.get("resize"),
-            pad=int(d.get("pad", 0)),
-            data_size=d.get("data_size"),
-        )
+    def from_dict(cls, d: dict, where: str = "preprocess") -> Preprocess:
+        """Read a saved `preprocess`; keys added later ("fit", "background") default to what
+        runs saved before them did: centre crop, black background."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where} must be a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("in_channels", "image_size", "mean", "std") if k not in d]
+        if missing:
+            raise UserError(f"{where} has no {', '.join(repr(k) for k in missing)}")
+        try:
+            pre = cls(
+                in_channels=int(d["in_channels"]),
+                image_size=int(d["image_size"]),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                resize=None if d.get("resize") is None else int(d["resize"]),
+                pad=int(d.get("pad", 0)),
+                data_size=None if d.get("data_size") is None else int(d["data_size"]),
+                fit=str(d.get("fit", "crop")),
+                background=tuple(int(v) for v in d.get("background", (0, 0, 0))),
+            )
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{where}: a value has the wrong type ({err})") from None
+        if pre.in_channels not in (1, 3) or len(pre.mean) != pre.in_channels:
+            raise UserError(
+                f"{where}: 'in_channels' is {pre.in_channels} with {len(pre.mean)} 'mean' values"
+            )
+        if pre.fit not in ("crop", "letterbox") or len(pre.background) != 3:
+            raise UserError(f"{where}: 'fit' must be crop or letterbox and 'background' RGB")
+        return pre
+
+    @classmethod
+    def from_config(cls, config: dict, where: str = "config.json") -> Preprocess:
+        """A run config's `preprocess`, or a one-line error naming the missing key."""
+        if "preprocess" not in config:
+            raise UserError(
+                f"{where} has no 'preprocess' key: the run cannot say how to prepare images"
+            )
+        return cls.from_dict(config["preprocess"], f"{where} 'preprocess'")
+
+    @property
+    def data_side(self) -> int:
+        """Side of the images the model was trained on, before resize and padding."""
+        return self.data_size or self.resize or (self.image_size - 2 * self.pad)
 
     def to_unit(self, x: Tensor) -> Tensor:
         """uint8 (B, C, h, w) -> float (B, C, H, W) in [0, 1], resized and padded."""

@@ -28,6 +28,11 @@ class TrainConfig:
     # "memory": decoded once into uint8 tensors; "workers": imagefolder read by DataLoader workers
     loader: str = "memory"
     workers: int = 2  # DataLoader worker processes for --loader workers
+    # Image folders (see visionzoo.data.decode): other-shaped photos are fitted by "crop"
+    # (shorter side, centre crop) or "letterbox" (whole image, padded with the background).
+    image_fit: str = "crop"
+    background: str = "black"  # behind transparency and letterbox bars: black, white, #rrggbb
+    strict: bool = False  # an undecodable image is fatal (default: skipped with a warning)
     train_subset: int | None = None  # use only the first N (class-balanced, seeded) training images
     # Optimisation.
     epochs: int = 10

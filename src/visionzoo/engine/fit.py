@@ -13,6 +13,7 @@ from rich.console import Console
 from visionzoo import __version__
 from visionzoo.data import DeviceLoader, load_dataset
 from visionzoo.data.folder_loader import FolderLoader, folder_spec
+from visionzoo.data.folders import FolderOptions
 from visionzoo.data.loader import Preprocess
 from visionzoo.engine import distributed as dist
 from visionzoo.engine.config import TrainConfig
@@ -98,11 +99,13 @@ def fit(
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
     if cfg.loader == "workers":
-        spec, train_root, test_root = folder_spec(cfg.dataset.partition(":")[2], cfg.image_size)
+        folder = FolderOptions.from_config(cfg)
+        spec, train_root, test_root = folder_spec(cfg.dataset.partition(":")[2], folder)
         model, pre = build_model_for(cfg, spec)
     else:
-        train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download)
-        test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download)
+        folder = FolderOptions.from_config(cfg)
+        train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download, folder)
+        test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download, folder)
         if cfg.train_subset:
             train_data = balanced_subset(train_data, cfg.train_subset, cfg.seed)
         spec = train_data.spec
@@ -117,7 +120,9 @@ def fit(
 
     shard = dict(rank=dist.rank(), world_size=world)
     if cfg.loader == "workers":
-        common = dict(num_workers=cfg.workers, seed=cfg.seed, device=device, **shard)
+        common = dict(
+            num_workers=cfg.workers, seed=cfg.seed, device=device, strict=cfg.strict, **shard
+        )
         train_loader = FolderLoader(
             train_root, pre, cfg.batch_size // world, True, augment_config(cfg, spec), **common
         )
