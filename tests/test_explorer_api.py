@@ -94,7 +94,7 @@ def client(dirs, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("VISIONZOO_CACHE", str(tmp_path_factory.mktemp("cache")))  # not the user's cache
     app = create_app(*dirs)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False) as c:
         yield c
     mp.undo()
 
@@ -267,10 +267,56 @@ def test_predict_upload(client):
 def test_predict_raw_image_body_and_rgba(client):
     r = client.post(
         "/api/runs/lenet-mnist/predict",
-        content=png(64, 64, "RGBA", (0, 0, 0, 255)),
+        content=png(64, 64, "RGBA", (255, 255, 255, 255)),
         headers={"content-type": "image/png"},
     )
-    assert r.status_code == 200, r.text and len(r.json()["predictions"]) == 5
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 5
+    assert r.json()["warnings"] == []  # transparency is composited onto the run's background
+
+
+def test_a_dark_object_on_white_is_flagged_for_a_light_on_black_dataset(client):
+    r = client.post("/api/runs/lenet-mnist/predict", files={"file": ("a.png", png(), "image/png")})
+    [warning] = r.json()["warnings"]
+    assert warning["kind"] == "polarity" and "invert" in warning["message"]
+    buf = io.BytesIO()  # a white square on black: as MNIST
+    img = Image.new("L", (40, 30), 0)
+    img.paste(255, (10, 7, 30, 22))
+    img.save(buf, format="PNG")
+    r = client.post("/api/runs/lenet-mnist/predict", files={"file": ("b.png", buf.getvalue())})
+    assert r.status_code == 200 and r.json()["warnings"] == []
+    scale = r.json()["colour_scale"]["stops"]
+    assert len(scale) >= 2 and all(s.startswith("rgb(") for s in scale)
+
+
+@pytest.mark.parametrize("colour", ["black", "white", (120, 30, 200)])
+def test_a_blank_image_is_refused_politely(client, colour):
+    buf = io.BytesIO()
+    Image.new("RGB", (196, 196), colour).save(buf, format="PNG")
+    r = client.post(
+        "/api/runs/lenet-mnist/predict", files={"file": ("drawing.png", buf.getvalue())}
+    )
+    assert_error(r, 422, "blank")
+
+
+def test_a_prediction_does_not_wait_for_a_profile(client, monkeypatch):
+    """A profile computed in the worker holds no lock that predictions take."""
+    import threading
+    import time
+
+    ex = client.app.state.explorer
+    monkeypatch.setattr("visionzoo.explorer.data.shipped_profile", lambda name: None)
+    ex._profiles.pop("vgg11", None)
+    profiling = threading.Thread(target=ex.profile, args=("vgg11",), daemon=True)
+    profiling.start()
+    time.sleep(1.0)  # the worker process is starting or measuring
+    started = time.perf_counter()
+    r = client.post("/api/runs/lenet-mnist/predict", files={"file": ("a.png", png(), "image/png")})
+    latency = time.perf_counter() - started
+    assert r.status_code == 200
+    assert profiling.is_alive(), "the profile finished first: the test proves nothing"
+    assert latency < 2.0, f"the prediction took {latency:.2f} s"
+    profiling.join(300)
 
 
 def test_run_with_broken_weights(client):

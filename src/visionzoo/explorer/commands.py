@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"open {args.export.resolve() / 'index.html'} (or serve the folder over HTTP)")
         return 0
     _check_port(args.host, args.port)
-    app = create_app(explorer=explorer)
+    app = create_app(explorer=explorer, host=args.host)
     print(f"visionzoo explorer: http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("warning: listening beyond this machine; anyone who can reach it can use it")

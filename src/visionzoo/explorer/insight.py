@@ -5,6 +5,11 @@ Images travel to the page as PNG data URLs. Feature maps are the model's own
 arXiv:1610.02391) weighs the channels of the deepest stage that still has a spatial grid
 by the mean gradient of the top class. Transformers show attention instead: the class
 token's attention to every patch in the last block (`Attention.keep_attention` stores it).
+
+Before any of that, `input_checks` says why a prediction may surprise: a blank image is
+refused (`BlankImage`), and an image whose background is the opposite of the training
+data's (a dark shoe on white, for a model trained on Fashion-MNIST's light-on-black) gets
+a warning that the page offers to fix with one click (invert).
 """
 
 from __future__ import annotations
@@ -28,6 +33,59 @@ VIEW_SIZE = 224  # heat maps and the input are shown at this size
 _RAMP = np.array(
     [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32
 )
+
+
+BLANK_RANGE = 4  # grey levels: an image whose pixels all lie within this range is blank
+DARK, LIGHT = 0.35, 0.65  # mean intensity below / above which images are dark / light
+
+
+class BlankImage(ValueError):
+    """An image of one colour: there is nothing to classify."""
+
+
+def colour_scale() -> dict[str, Any]:
+    """The heat maps' colour ramp, for the page's legend: low to high."""
+    return {"stops": [f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in _RAMP]}
+
+
+def _grey(image: Tensor) -> Tensor:
+    """uint8 (C, H, W) -> float (H, W) in [0, 1] (alpha dropped)."""
+    rgb = image[:3].float() / 255
+    return rgb.mean(0)
+
+
+def input_checks(image: Tensor, config: dict[str, Any]) -> list[dict[str, str]]:
+    """Reasons a prediction may surprise: [{"kind", "message"}]; raises `BlankImage`.
+
+    The training data's polarity comes from the run's normalisation mean (MNIST 0.13,
+    Fashion-MNIST 0.29: light strokes on black); the image's from its border, which is
+    its background in a photo of one object or a drawing.
+    """
+    flat = image.flatten(1).int()  # (C, H*W): one colour means every channel is constant
+    if int((flat.amax(1) - flat.amin(1)).max()) <= BLANK_RANGE:
+        raise BlankImage("the image is blank (one colour): draw or upload something to classify")
+    mean = config.get("preprocess", {}).get("mean") or []
+    if not mean or image.shape[0] == 4:  # transparency is composited onto the right background
+        return []
+    trained = float(sum(mean) / len(mean))
+    grey = _grey(image)
+    h, w = grey.shape
+    k = max(1, min(h, w) // 10)
+    ring = torch.cat([grey[:k].flatten(), grey[-k:].flatten(), grey[:, :k].flatten(),
+                      grey[:, -k:].flatten()])  # fmt: skip
+    background = float(ring.mean())
+    dataset = config.get("dataset") or "the training data"
+    if trained < DARK and background > LIGHT:
+        kinds = ("light on a dark", "a light")
+    elif trained > LIGHT and background < DARK:
+        kinds = ("dark on a light", "a dark")
+    else:
+        return []
+    text = (
+        f"{dataset} images are {kinds[0]} background (mean {trained:.2f}); this one has "
+        f"{kinds[1]} background ({background:.2f}): invert it for a fair prediction"
+    )
+    return [{"kind": "polarity", "message": text}]
 
 
 def colormap(v: np.ndarray) -> np.ndarray:
@@ -200,6 +258,7 @@ def analyse(run: Any, image: Tensor, topk: int = 5) -> dict[str, Any]:
 
     config = run.config
     model = run.model.eval()
+    warnings = input_checks(image, config)
     x = preprocess(image, config)
     predictions = predict(run, x, topk=topk)[0]
     pre = config.get("preprocess", {})
@@ -237,4 +296,6 @@ def analyse(run: Any, image: Tensor, topk: int = 5) -> dict[str, Any]:
         "input_shape": list(x.shape[1:]),
         "stages": stages,
         "explain": explain,
+        "warnings": warnings,
+        "colour_scale": colour_scale(),
     }

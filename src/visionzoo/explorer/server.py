@@ -4,6 +4,10 @@ Every route answers JSON; errors are `{"error": "..."}` with a 4xx status (5xx o
 bug, and then without a stack trace). Runs are addressed by the ids of `/api/runs`; no
 route opens a path that the browser sends. Uploads are capped at MAX_UPLOAD_BYTES and
 decoded images at MAX_PIXELS (a decompression bomb is refused before it is decoded).
+
+Requests must name this machine in their Host header: a loopback name, or the address given
+to `--host` (`HostCheck`). A page on another site that rebinds its DNS name to 127.0.0.1
+would otherwise read the runs. HEAD works wherever GET does.
 """
 
 from __future__ import annotations
@@ -61,6 +65,62 @@ def index_html(static_export: bool = False) -> str:
     return page.replace("/*VZ_STATIC*/false", flag)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def host_name(header: str) -> str:
+    """A Host header without its port, lower case: "[::1]:8000" -> "[::1]"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[: end + 1] if end > 0 else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def allowed_hosts(host: str | None = None) -> frozenset[str]:
+    """The loopback names plus `host` (an IPv6 address is written in brackets)."""
+    extra = set()
+    if host:
+        h = host.strip().lower()
+        extra.add(f"[{h}]" if ":" in h and not h.startswith("[") else h)
+    return LOOPBACK_HOSTS | extra
+
+
+class HostCheck:
+    """ASGI middleware: 400 without a Host header, 421 for a name this server does not answer
+    to; HEAD is answered as GET without the body."""
+
+    def __init__(self, app: Any, hosts: frozenset[str]) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        raw = headers.get(b"host")
+        if raw is None:
+            return await _send_error(send, 400, "the request has no Host header")
+        if host_name(raw.decode("latin-1")) not in self.hosts:
+            names = ", ".join(sorted(self.hosts))
+            return await _send_error(send, 421, f"this server answers to {names} only")
+        if scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def send_headers_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+async def _send_error(send: Any, status: int, message: str) -> None:
+    body = JSONResponse({"error": message}).body
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -69,11 +129,16 @@ def create_app(
     runs: Path | str | None = None,
     results: Path | str | None = None,
     explorer: Explorer | None = None,
+    host: str | None = None,
 ) -> FastAPI:
-    """The explorer app over a runs folder and a results folder (either may be None)."""
+    """The explorer app over a runs folder and a results folder (either may be None).
+
+    It answers requests whose Host is a loopback name or `host` (what `--host` was given).
+    """
     ex = explorer or Explorer(runs, results)
     app = FastAPI(title="visionzoo explorer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = ex
+    app.add_middleware(HostCheck, hosts=allowed_hosts(host))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -242,8 +307,12 @@ def _decode(data: bytes) -> Any:
 
 
 def _analyse(ex: Explorer, run_id: str, image: Any) -> dict[str, Any]:
+    from visionzoo.explorer.insight import BlankImage
+
     try:
         return ex.analyse(run_id, image)
+    except BlankImage as err:
+        raise ApiError(422, str(err)) from None
     except ValueError as err:  # e.g. an image the model cannot take
         raise ApiError(400, f"could not run the model on this image: {err}") from None
 
