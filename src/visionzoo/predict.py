@@ -33,11 +33,7 @@ def decode_rule(pre: Preprocess) -> DecodeRule:
 def load_input(path: str | Path, config: dict) -> Tensor:
     """An image file -> model input (1, C, S, S), exactly as the run's training images."""
     pre = Preprocess.from_config(config)
-    try:
-        image = decode(Path(path), decode_rule(pre), name=str(path))
-    except UserError as err:
-        raise UserError(str(err)) from None
-    return pre(image[None])
+    return pre(decode(Path(path), decode_rule(pre), name=str(path))[None])
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> Tensor:

@@ -66,8 +66,7 @@ def load_dataset(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name.startswith("imagefolder:"):
-        spec, splits = _imagefolder(name.partition(":")[2], folder)
-        images, labels = splits[split]
+        spec, images, labels = _imagefolder(name.partition(":")[2], folder, split)
         return InMemoryDataset(images, labels, spec, split)
     spec = get_spec(name)
     if spec.format == "synthetic":
@@ -152,8 +151,8 @@ def _load_cifar_bin(spec: DatasetSpec, split: str, data_dir, download_ok: bool):
 
 
 def _imagefolder(
-    path_str: str, options: FolderOptions | None = None
-) -> tuple[DatasetSpec, dict[str, tuple[Tensor, Tensor]]]:
+    path_str: str, options: FolderOptions | None = None, split: str = "train"
+) -> tuple[DatasetSpec, Tensor, Tensor]:
     """One folder per class. `PATH/train` and `PATH/test` (or `val`) when present, else a
     deterministic 80/20 split per class. Images go through `visionzoo.data.decode` at the
     training side (`options.image_size`, else the most common shorter side up to 224) and
@@ -172,8 +171,7 @@ def _imagefolder(
     else:
         train_idx, test_idx = _split_per_class(labels, len(decoded.classes))
     images = torch.from_numpy(decoded.images)  # (N, C, S, S) uint8, memory-mapped
-    train_images = images[train_idx]  # the copies that training holds: the dataset at its side
-    mean, std = _channel_stats(train_images)
+    mean, std = _channel_stats(images, train_idx)
     rule = decoded.rule
     spec = replace(
         CATALOGUE["synthetic"],
@@ -192,10 +190,8 @@ def _imagefolder(
         fit=rule.fit,
         background=rule.background,
     )
-    return spec, {
-        "train": (train_images, labels[train_idx]),
-        "test": (images[test_idx], labels[test_idx]),
-    }
+    idx = train_idx if split == "train" else test_idx
+    return spec, images[idx], labels[idx]  # a copy of this split only: memory = its pixels
 
 
 _WARNED: set = set()  # cache files whose skipped images were already reported
@@ -214,15 +210,16 @@ def _split_per_class(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
 
 
 def _channel_stats(
-    images: Tensor, chunk: int = 4096
+    images: Tensor, indices: Tensor, chunk: int = 512
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1], a chunk at a time (never a float copy of all)."""
+    """Per-channel mean and std in [0, 1] of images[indices], a chunk at a time (never a
+    float copy of the whole set)."""
     c = images.shape[1]
     total, sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for start in range(0, len(images), chunk):
-        x = images[start : start + chunk].to(torch.float64).div_(255)
-        total += x.sum((0, 2, 3))
-        sq += x.square().sum((0, 2, 3))
+    for start in range(0, len(indices), chunk):
+        x = images[indices[start : start + chunk]].float().div_(255)
+        total += x.sum((0, 2, 3), dtype=torch.float64)
+        sq += x.square().sum((0, 2, 3), dtype=torch.float64)
         n += x[:, 0].numel()
     if n == 0:
         return (0.5,) * c, (0.25,) * c
