@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from visionzoo import __version__
@@ -54,17 +55,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, UnknownModelError, WeightMismatchError) as err:
-        print(f"visionzoo: error: {err}", file=sys.stderr)
+        print(f"visionzoo: error: {one_line(str(err))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("visionzoo: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # fit says where the run stands: "interrupted: resume ..."
+        print(f"visionzoo: {one_line(str(err)) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if os.environ.get("VISIONZOO_DEBUG"):
             raise
-        print(f"visionzoo: error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"visionzoo: error: {type(err).__name__}: {one_line(str(err))}", file=sys.stderr)
         print("visionzoo: set VISIONZOO_DEBUG=1 for the full traceback", file=sys.stderr)
         return 1
+
+
+# What a message must not show a user: where in PyTorch's C++ sources it was raised
+# ("[enforce fail at inline_container.cc:672]", "(function x at ../c10/core/y.cpp:12)"),
+# and the memory address of an object ("<_io.BytesIO object at 0x7f...>").
+_SOURCE = re.compile(r"\s*[\[(][^\[\]()]*\.(?:cc|cpp|cu|h|hpp):\d+[^\[\]()]*[\])]\s*\.?\s*")
+_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def one_line(message: str) -> str:
+    """The first non-empty line of an error message, without C++ locations or object reprs."""
+    line = next((x.strip() for x in message.splitlines() if x.strip()), "")
+    line = _SOURCE.sub(" ", line).strip()
+    return _REPR.sub(lambda m: f"a {m.group(1).rsplit('.', 1)[-1]}", line)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="*", default=["*"], help="fnmatch patterns, e.g. 'resnet*'")
     p.add_argument("--family", help="only this family")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per model")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("data", help="check (or download) a dataset and describe it")
@@ -58,8 +58,21 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     p.add_argument("--dataset", help=f"dataset (default {defaults.dataset})")
     p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in --out (the old run stays until the new one's first "
+        "checkpoint)",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue a run with its own recipe; --epochs N sets its new length (the "
+        "learning-rate schedule is recomputed for N epochs and continues from the current step); "
+        "--device, --threads and other flags that only say where it runs may change; any other "
+        "flag that differs from the run's is refused",
+    )
     p.add_argument(
         "--recipe", help="named recipe: demo, small-cnn, resnet-cifar, vit-small-data, ..."
     )
@@ -78,7 +91,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
             kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(
                 str(f.type), str
             )
-            p.add_argument(flag, dest=f.name, type=kind, default=None, help=f"default {default}")
+            extra = RESUME_HELP.get(f.name, "")
+            p.add_argument(
+                flag, dest=f.name, type=kind, default=None, help=f"default {default}{extra}"
+            )
+
+
+RESUME_HELP = {"epochs": "; with --resume, the run's new length (extends its schedule)"}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -89,16 +108,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_info_dict(i) for i in infos], indent=1))
         return 0
+    header = ("model", "family", "year", "params", "input", "paper")
+    rows = [
+        (i.name, i.family, str(i.year), f"{i.reference_params:,}" if i.reference_params else "-",
+         f"{i.in_channels}x{i.image_size}", i.paper)
+        for i in infos
+    ]  # fmt: skip
+    if not sys.stdout.isatty():  # piped: whole names and titles, never cut to a terminal width
+        _print_columns([header, *rows])
+        return 0
     table = Table(title=f"{len(names)} models")
-    for col in ("model", "family", "year", "params", "input", "paper"):
+    for col in header:
         table.add_column(col, justify="right" if col in ("params", "year") else "left")
-    for i in infos:
-        params = f"{i.reference_params:,}" if i.reference_params else "-"
-        table.add_row(
-            i.name, i.family, str(i.year), params, f"{i.in_channels}x{i.image_size}", i.paper[:60]
-        )
+    for row in rows:
+        table.add_row(*row[:-1], row[-1][:60])
     console.print(table)
     return 0
+
+
+def _print_columns(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[j]) for row in rows) for j in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
 
 
 def _info_dict(i) -> dict[str, Any]:
@@ -143,16 +174,31 @@ def train_config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(values)
 
 
+def given_train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields set on the command line (for --resume to compare)."""
+    from visionzoo.engine.config import TrainConfig
+
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None and f.name not in ("model", "recipe")
+    }
+    if args.model_kwargs is not None:
+        given["model_kwargs"] = args.model_kwargs
+    return given
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from visionzoo.engine.fit import fit, resume_config
     from visionzoo.registry import get_model_info
 
     if args.resume:
-        if args.model or args.recipe or args.out:
+        if args.model or args.recipe or args.out or args.overwrite:
             raise UserError(
-                "--resume continues a run as it was configured: give no model, --recipe or --out"
+                "--resume continues a run as it was configured: give no model, --recipe, "
+                "--out or --overwrite"
             )
-        cfg = resume_config(args.resume)
+        cfg = resume_config(args.resume, given_train_options(args))
         out, resume = args.resume, True
     else:
         if not args.model:
@@ -182,8 +228,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from visionzoo.engine.train import evaluate
     from visionzoo.runs import load_run
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     run = load_run(args.run)
     name = args.dataset or run.config.get("dataset")
+    if not isinstance(name, str):
+        raise UserError(f"{args.run / 'config.json'} names no 'dataset': pass --dataset")
     pre = Preprocess.from_config(run.config, f"{args.run}/config.json")
     data = load_dataset(name, "test", args.data_dir, folder=FolderOptions.from_preprocess(pre))
     if list(data.spec.classes) != run.class_names:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,17 +101,48 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        if not isinstance(d, dict):
+            raise UserError(f"training options must be a JSON object, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
         if unknown:
             raise UserError(f"unknown training options: {', '.join(unknown)}")
+        for name, value in d.items():
+            kinds = _KINDS.get(str(fields[name].type), ())
+            if kinds and (
+                not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+            ):  # bool is an int to isinstance, but True is no epoch count
+                raise UserError(f"training option {name!r} cannot be {value!r}")
         return cls(**d)
 
     def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+        for ok, message in self._checks():
+            if not ok:
+                raise UserError(message)
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        at_least = [(n, 1) for n in POSITIVE] + [(n, 0) for n in NON_NEGATIVE]
+        return [
+            *(
+                (
+                    getattr(self, name) is None or getattr(self, name) >= low,
+                    f"{option_flag(name)} must be >= {low}, got {getattr(self, name)}",
+                )
+                for name, low in at_least
+            ),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (
+                self.loader in LOADERS,
+                f"--loader must be {' or '.join(LOADERS)}, got {self.loader!r}",
+            ),
+            (
+                self.loader != "workers" or self.dataset.startswith("imagefolder:"),
+                f"--loader workers reads imagefolder:PATH datasets, not {self.dataset!r}",
+            ),
+            (
+                re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+                f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
+            ),
             (
                 self.optimizer in ("sgd", "adamw"),
                 f"--optimizer must be sgd or adamw, got {self.optimizer!r}",
@@ -122,10 +155,14 @@ class TrainConfig:
                 self.precision in ("fp32", "bf16", "fp16"),
                 f"--precision must be fp32, bf16 or fp16, got {self.precision!r}",
             ),
-            (self.accumulate >= 1, f"--accumulate must be >= 1, got {self.accumulate}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (
                 0 <= self.label_smoothing < 1,
                 f"--label-smoothing must be in [0, 1), got {self.label_smoothing}",
+            ),
+            (
+                0 <= self.random_erasing <= 1,
+                f"--random-erasing must be in [0, 1], got {self.random_erasing}",
             ),
             (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
             (
@@ -146,6 +183,38 @@ class TrainConfig:
                 f"--batch-size {self.batch_size} is not a multiple of --accumulate",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+
+
+LOADERS = ("memory", "workers")
+# Options that count something: at least 1, or at least 0 (None, where allowed, means "default").
+POSITIVE = ("epochs", "batch_size", "eval_batch_size", "accumulate", "log_every",
+            "image_size", "train_subset", "threads")  # fmt: skip
+NON_NEGATIVE = ("workers", "checkpoint_every", "freeze_epochs", "crop_padding", "warmup_epochs",
+                "weight_decay", "grad_clip", "agc", "mixup", "cutmix")  # fmt: skip
+# The JSON types a saved recipe may hold for each annotated type.
+_KINDS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "int | None": (int, type(None)),
+    "float": (int, float),
+    "float | None": (int, float, type(None)),
+    "bool": (bool,),
+    "bool | None": (bool, type(None)),
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "dict[str, Any]": (dict,),
+}
+
+
+def option_flag(name: str, value: Any = None) -> str:
+    """The command-line flag of an option (`--batch-size`), with `value` if given."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return flag if value is None else f"{flag} {show_value(value)}"
+
+
+def show_value(value: Any) -> str:
+    """An option's value as a user would type it."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return "(default)" if value is None else str(value)

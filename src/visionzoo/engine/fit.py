@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -16,10 +17,11 @@ from visionzoo.data.folder_loader import FolderLoader, folder_spec
 from visionzoo.data.folders import FolderOptions
 from visionzoo.data.loader import Preprocess
 from visionzoo.engine import distributed as dist
-from visionzoo.engine.config import TrainConfig
+from visionzoo.engine.config import TrainConfig, option_flag, show_value
 from visionzoo.engine.optim import build_optimizer, build_scheduler
 from visionzoo.engine.progress import TrainProgress
 from visionzoo.engine.train import (
+    TrainingDiverged,
     TrainState,
     augment_config,
     balanced_subset,
@@ -39,10 +41,10 @@ from visionzoo.runs import (
     CONFIG,
     METRICS,
     WEIGHTS,
+    RunWriter,
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
-    prepare_out_dir,
     read_config,
     save_weights,
 )
@@ -75,21 +77,34 @@ def fit(
     console: Console | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Train `cfg.model` on `cfg.dataset` into the run folder `out`; returns the final metrics."""
+    """Train `cfg.model` on `cfg.dataset` into the run folder `out`; returns the final metrics.
+
+    A new run is built beside `out` and replaces it at its first checkpoint (see RunWriter):
+    a failure before then leaves `out` as it was.
+    """
     cfg.validate()
-    wall_start = time.perf_counter()
-    out = Path(out)
     device = dist.setup(pick_device(cfg.device))
     autocast = make_autocast(cfg.precision, device)  # refuses fp16 without CUDA, before any work
-    main = dist.is_main()
+    with RunWriter(Path(out), overwrite, resume, enabled=dist.is_main()) as run:
+        try:
+            return _train(cfg, run, device, autocast, console, quiet)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(run.interrupted()) from None
+        except TrainingDiverged as err:
+            message = str(err).replace("the last good checkpoint is kept", run.survivor())
+            run.record_stop("diverged", message)
+            raise TrainingDiverged(message) from None
+
+
+def _train(cfg: TrainConfig, run: RunWriter, device, autocast, console, quiet) -> dict[str, Any]:
+    wall_start = time.perf_counter()
+    main = run.enabled
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    if main and not resume:
-        prepare_out_dir(out, overwrite)
     dist.barrier()
     progress = TrainProgress(console, enabled=main and not quiet, every=cfg.log_every)
 
@@ -111,7 +126,7 @@ def fit(
         spec = train_data.spec
         model, pre = build_model_for(cfg, spec)
     head_keys: list[str] = []
-    if cfg.init and not resume:
+    if cfg.init and not run.resume:
         head_keys = initialise(model, cfg.init, list(spec.classes))
         progress.log(f"initialised from {cfg.init}; new head: {len(head_keys)} tensors")
     model.to(device)
@@ -149,20 +164,29 @@ def fit(
         )
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     state = TrainState(model, optimizer, scheduler, ema, scaler)
-    ckpt_path = out / CHECKPOINT
-    if resume:
-        load_checkpoint(ckpt_path, state, cfg)
+    if run.resume:
+        _resume(state, run.out / CHECKPOINT, cfg)
         if main:  # metrics.jsonl holds exactly the epochs the checkpoint has seen
-            atomic_write_text(out / METRICS, "".join(_json_line(r) for r in state.history))
+            with run.saving():
+                atomic_write_text(run.out / METRICS, "".join(_json_line(r) for r in state.history))
         progress.log(
-            f"resuming {out} at epoch {state.epoch + 1}, batch {state.batch} (step {state.step})"
+            f"resuming {run.out} at epoch {state.epoch + 1}, batch {state.batch} "
+            f"(step {state.step})"
         )
     train_model = dist.wrap(model, device)
     train_model = _maybe_compile(train_model, cfg, progress, next(test_loader.epoch(0))[0][:2])
     state.model = train_model
 
-    if main:
-        atomic_write_json(out / CONFIG, run_config(cfg, spec, pre, model, "running"))
+    running = run_config(cfg, spec, pre, model, "running")  # written with the first checkpoint
+
+    def save_state(s: TrainState) -> None:
+        def save(folder: Path) -> None:
+            if not (folder / WEIGHTS).exists():  # a run with a checkpoint has weights too
+                save_weights(folder / WEIGHTS, ema.module if ema is not None else model)
+            save_checkpoint(folder / CHECKPOINT, s, cfg)
+
+        run.checkpoint(save, running)
+
     params = sum(p.numel() for p in model.parameters())
     progress.log(
         f"training {cfg.model} ({params:,} parameters) on {spec.name}: {n_train:,} train / "
@@ -171,7 +195,7 @@ def fit(
         + (f", {world} processes" if world > 1 else "")
     )
 
-    writer = _tensorboard(cfg, out) if main else None
+    writer, tensorboard_opened = None, False  # opened once the run folder is in place
     train_seconds = sum(r.get("time_s", 0.0) for r in state.history)
     last: dict[str, Any] = state.history[-1] if state.history else {}
     with progress:
@@ -194,7 +218,7 @@ def fit(
 
             train_metrics = train_one_epoch(
                 state, train_loader, cfg, on_step=on_step,
-                save_checkpoint=lambda s: save_checkpoint(ckpt_path, s, cfg), autocast=autocast,
+                save_checkpoint=save_state, autocast=autocast,
             )  # fmt: skip
             elapsed = time.perf_counter() - t0
             train_seconds += elapsed
@@ -222,14 +246,18 @@ def fit(
             state.epoch, state.batch = state.epoch + 1, 0
             state.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
             if main:
-                save_checkpoint(ckpt_path, state, cfg)
-                append_jsonl(out / METRICS, record)
+                with run.saving():
+                    append_jsonl(run.path / METRICS, record)
+                    save_weights(run.path / WEIGHTS, ema.module if ema is not None else model)
+            save_state(state)
+            if main:
+                if not tensorboard_opened:
+                    writer, tensorboard_opened = _tensorboard(cfg, run.path), True
                 if writer is not None:
                     for key, value in record.items():
                         if key != "epoch" and isinstance(value, (int, float)):
                             writer.add_scalar(key, value, record["epoch"])
                     writer.flush()
-                save_weights(out / WEIGHTS, ema.module if ema is not None else model)
             last = record
             progress.log(
                 f"epoch {record['epoch']:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
@@ -255,13 +283,14 @@ def fit(
         "weights": "ema" if ema is not None else "final",
     }
     if main:
-        save_weights(out / WEIGHTS, final_model)
-        if ema is not None:
-            save_weights(out / "model_raw.safetensors", model)
-        config = run_config(cfg, spec, pre, model, "done")
-        config["final_metrics"] = final_metrics
-        config["per_class_accuracy"] = dict(zip(spec.classes, final["per_class"]))
-        atomic_write_json(out / CONFIG, config)
+        with run.saving():
+            save_weights(run.path / WEIGHTS, final_model)
+            if ema is not None:
+                save_weights(run.path / "model_raw.safetensors", model)
+            config = run_config(cfg, spec, pre, model, "done")
+            config["final_metrics"] = final_metrics
+            config["per_class_accuracy"] = dict(zip(spec.classes, final["per_class"]))
+            atomic_write_json(run.path / CONFIG, config)
     dist.barrier()
     dist.teardown()
     return final_metrics
@@ -306,11 +335,57 @@ def _maybe_compile(model, cfg: TrainConfig, progress: TrainProgress, sample):
         return model
 
 
-def resume_config(run_dir: Path) -> TrainConfig:
-    """The TrainConfig saved in a run folder, for --resume."""
+# What --resume may change: the run's length, and where and how fast it runs, which leave
+# what it computes as it was.
+RESUME_MAY_CHANGE = (
+    "epochs", "device", "threads", "workers", "data_dir", "download", "eval_batch_size",
+    "log_every", "checkpoint_every", "tensorboard",
+)  # fmt: skip
+
+
+def resume_config(run_dir: Path, given: dict[str, Any] | None = None) -> TrainConfig:
+    """The TrainConfig saved in a run folder, for --resume, with the `given` options that
+    RESUME_MAY_CHANGE; any other option that differs from the run's is refused."""
     config = read_config(run_dir)
     if "recipe" not in config:
         raise UserError(f"{run_dir / CONFIG} has no recipe: it was not written by visionzoo train")
     if not (run_dir / CHECKPOINT).is_file():
         raise UserError(f"{run_dir} holds no {CHECKPOINT}: nothing to resume")
-    return TrainConfig.from_dict(config["recipe"])
+    try:
+        cfg = TrainConfig.from_dict(config["recipe"])
+    except UserError as err:
+        raise UserError(f"{run_dir / CONFIG}: recipe: {err}") from None
+    recipe = cfg.to_dict()
+    changed = {k: v for k, v in (given or {}).items() if v != recipe[k]}
+    refused = [_differs(k, v, recipe[k]) for k, v in changed.items() if k not in RESUME_MAY_CHANGE]
+    if refused:
+        raise UserError(
+            f"--resume keeps the run's recipe; these flags differ: {', '.join(refused)}"
+        )
+    return dataclasses.replace(cfg, **changed)
+
+
+def _differs(name: str, given: Any, run_value: Any) -> str:
+    """`--lr 0.01 (run: 0.1)`, `--no-augment (run: --augment)`."""
+    was = option_flag(name, run_value) if isinstance(run_value, bool) else show_value(run_value)
+    return f"{option_flag(name, given)} (run: {was})"
+
+
+def _resume(state: TrainState, path: Path, cfg: TrainConfig) -> None:
+    """Load the checkpoint into `state`; the schedule then follows `cfg.epochs`, which --resume
+    may have changed: the rest of the run takes the learning rate the new schedule gives at
+    this step (a finished cosine run extended from 10 to 20 epochs continues at half the peak)."""
+    try:
+        load_checkpoint(path, state, cfg)
+    except KeyError as err:
+        raise UserError(f"{path} has no {err} entry: not a complete visionzoo checkpoint") from None
+    if cfg.epochs < state.epoch + (state.batch > 0):
+        raise UserError(
+            f"--epochs {cfg.epochs} is fewer than the run has trained ({state.epoch} epochs"
+            + (f" and {state.batch} batches)" if state.batch else ")")
+        )
+    scheduler = state.scheduler  # a LambdaLR whose lambdas were built for cfg.epochs
+    for group, base, factor in zip(
+        state.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
+    ):
+        group["lr"] = base * factor(scheduler.last_epoch)

@@ -9,7 +9,6 @@ training state is checkpointed atomically so that `--resume` continues bit-exact
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,7 +185,13 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise UserError(f"--device {name}: this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps asked for, but MPS is not available on this machine")
+    return device
 
 
 def make_autocast(precision: str, device: torch.device):
@@ -294,18 +299,11 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def save_checkpoint(path: Path, state: TrainState, cfg: TrainConfig) -> None:
-    import tempfile
+    from visionzoo.runs import atomic_write
 
     if not dist.is_main():
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(checkpoint_dict(state, cfg), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(checkpoint_dict(state, cfg), f))
 
 
 def load_checkpoint(path: Path, state: TrainState, cfg: TrainConfig) -> None:
