@@ -1,4 +1,6 @@
-"""The explorer in headless Chromium: click a bar, switch the metric, upload, draw, compare.
+"""The explorer in headless Chromium: click a bar, switch the metric, upload, draw, compare;
+at 1440x900 and at a phone's 390x844, where nothing may overflow the viewport's width; and
+the server's memory after every model card and every chart metric has been opened.
 
 Screenshots go to test-artifacts/ (gitignored). Needs /usr/bin/chromium (Debian's package;
 `make test` installs it) and the playwright Python package; never `playwright install`.
@@ -62,11 +64,11 @@ def server(tmp_path_factory):
     runs_mod.save_run(base / "runs" / "lenet-mnist", model, config, metrics)
     (base / "results").mkdir()
     app = create_app(base / "runs", base / "results")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
+    sock = socket.socket()  # bound here and handed to uvicorn: no other process can take it
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not srv.started:
@@ -76,6 +78,7 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}/", app.state.explorer
     srv.should_exit = True
     thread.join(10)
+    sock.close()
     mp.undo()
 
 
@@ -90,13 +93,24 @@ def browser():
 
 @pytest.fixture(scope="module")
 def context(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 950})  # shares plotly's cache
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900})  # shares plotly's cache
     yield ctx
     ctx.close()
 
 
-@pytest.fixture
-def page(context):
+@pytest.fixture(scope="module")
+def phone_context(browser):
+    ctx = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    yield ctx
+    ctx.close()
+
+
+def _page(context):
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
@@ -107,10 +121,55 @@ def page(context):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def open_page(page, url):
+@pytest.fixture
+def page(context):
+    yield from _page(context)
+
+
+@pytest.fixture
+def phone(phone_context):
+    yield from _page(phone_context)
+
+
+def open_page(page, url, static_header=True):
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']")
-    page.add_style_tag(content="header { position: static; }")  # keep it out of screenshots
+    if static_header:
+        page.add_style_tag(content="header { position: static; }")  # keep it out of screenshots
+
+
+# Elements wider than the viewport, except inside a box that scrolls or clips them itself.
+OVERFLOW_JS = """() => {
+  const vw = document.documentElement.clientWidth, out = [];
+  const clipped = (el) => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement)
+      if (getComputedStyle(p).overflowX !== "visible") return true;
+    return false;
+  };
+  for (const el of document.querySelectorAll("body *")) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    if (r.right > vw + 1 && !clipped(el)) {  // off-screen to the left is hiding, not overflow
+      const name = `${el.tagName.toLowerCase()}#${el.id}`;
+      out.push(`${name} ${Math.round(r.left)}..${Math.round(r.right)}`);
+    }
+  }
+  return { scrollWidth: document.documentElement.scrollWidth, vw, out: out.slice(0, 12) };
+}"""
+
+
+def assert_no_overflow(page, where):
+    got = page.evaluate(OVERFLOW_JS)
+    assert got["scrollWidth"] <= got["vw"], f"{where}: page scrolls sideways: {got}"
+    assert not got["out"], f"{where}: elements overflow the viewport: {got['out']}"
+
+
+def server_rss_bytes() -> int:
+    """The server's resident memory (it runs in this process, in a thread)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("no VmRSS")
 
 
 def click_bar(page, model):
@@ -237,3 +296,128 @@ def test_export_opens_in_the_browser(server, page, tmp_path):
         assert "static export" in page.locator("#mode").inner_text()
     finally:
         httpd.shutdown()
+
+
+# --- layout at both sizes ---------------------------------------------------------------------
+
+
+def test_desktop_layout_header_titles_and_family_order(server, page):
+    url, _ = server
+    open_page(page, url, static_header=False)  # the sticky header, as a user has it
+    assert_no_overflow(page, "overview 1440")
+    order = page.evaluate(
+        """() => document.getElementById('chart-bars').data
+                 .find(t => t.name === 'ResNet').customdata"""
+    )
+    assert order.index("resnet18") < order.index("resnet50") < order.index("resnet101")
+    page.select_option("#metric", "top1")
+    assert "not measured here" in page.locator("#bars-warning").inner_text()
+    assert page.locator("#bars-title").is_visible()
+    page.locator("#overview").screenshot(path=str(ARTIFACTS / "desktop-1440-overview.png"))
+
+    page.select_option("#model-select", "convnext_tiny")
+    page.wait_for_selector("#card .card-head[data-model='convnext_tiny']")
+    page.wait_for_selector("#card-diagram svg.arch")
+    page.wait_for_timeout(300)
+    header = page.locator("header").bounding_box()
+    head = page.locator("#card .card-head").bounding_box()
+    assert head["y"] >= header["y"] + header["height"], "the sticky header covers the card title"
+    assert page.locator("#card-compare").is_visible()
+    assert "defining block" in page.locator("#card-diagram").inner_text()
+    assert_no_overflow(page, "card 1440")
+    page.screenshot(path=str(ARTIFACTS / "desktop-1440-card.png"))
+
+
+def test_timeline_opens_the_family_flagship(server, page):
+    url, _ = server
+    open_page(page, url)
+    data = page.evaluate("document.getElementById('chart-timeline').data[0]")
+    i = data["y"].index("ResNet")
+    assert data["customdata"][i] == "resnet50"
+    point = page.locator("#chart-timeline g.points path.point").nth(i)
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#card .card-head[data-model='resnet50']")
+
+
+def test_phone_layout_has_no_sideways_scroll(server, phone, tmp_path):
+    url, _ = server
+    open_page(phone, url + "#model=swin_t&compare=resnet50,convnext_tiny&run=lenet-mnist")
+    phone.wait_for_selector("#card-diagram svg.arch")
+    phone.wait_for_selector("#compare-body table.cmp-table")
+    assert_no_overflow(phone, "overview 390")
+    phone.locator("#overview").screenshot(path=str(ARTIFACTS / "phone-390-overview.png"))
+    phone.locator("#card").screenshot(path=str(ARTIFACTS / "phone-390-card.png"))
+    phone.locator("#compare").screenshot(path=str(ARTIFACTS / "phone-390-compare.png"))
+    cmp = phone.locator("#compare-body table.cmp-table").inner_text()
+    assert "px" in cmp and "year" in cmp
+    ratios = phone.locator("#compare-body td.ratio").all_inner_texts()
+    assert sum(bool(r) for r in ratios) >= 3 and not ratios[1] and not ratios[-1]  # not year/px
+
+    img = tmp_path / "one.png"
+    im = Image.new("L", (60, 60), 0)
+    im.paste(255, (25, 10, 35, 50))
+    im.save(img)
+    phone.set_input_files("#upload", str(img))
+    phone.wait_for_selector("#inside-result .pred")
+    assert_no_overflow(phone, "inside 390")
+    phone.locator("#inside").screenshot(path=str(ARTIFACTS / "phone-390-inside.png"))
+    phone.screenshot(path=str(ARTIFACTS / "phone-390-top.png"))
+
+
+def test_prediction_reasons_invert_blank_and_colour_scale(server, page, tmp_path):
+    url, _ = server
+    open_page(page, url + "#run=lenet-mnist")
+    img = tmp_path / "dark-on-white.png"
+    im = Image.new("L", (60, 60), 255)
+    im.paste(0, (25, 10, 35, 50))  # a dark "1" on white: the opposite of MNIST
+    im.save(img)
+    page.set_input_files("#upload", str(img))
+    page.wait_for_selector("#inside-result .warning[data-kind='polarity']")
+    assert "invert" in page.locator("#inside-result .warning").inner_text()
+    assert page.locator("#inside-result .scale i").count() == 2  # Grad-CAM and feature maps
+    page.locator("#inside").screenshot(path=str(ARTIFACTS / "desktop-1440-polarity.png"))
+    page.click("#inside-result button.invert")
+    page.wait_for_function(
+        "document.getElementById('inside-status').innerText.includes('inverted')"
+    )
+    page.wait_for_selector("#inside-result .pred")
+    assert page.locator("#inside-result .warning").count() == 0
+
+    page.click("#draw-clear")
+    page.click("#draw-predict")  # a blank canvas
+    page.wait_for_selector("#inside-status .note")
+    assert "Nothing to classify" in page.locator("#inside-status").inner_text()
+    assert page.locator("#inside-result .pred").count() == 0
+
+    page.set_input_files("#upload", str(img))  # the same file again still runs
+    page.wait_for_selector("#inside-result .pred")
+
+
+@pytest.mark.slow
+def test_memory_after_every_card_and_every_metric(server, page):
+    url, explorer = server
+    open_page(page, url)
+    metrics = page.evaluate("Array.from(document.querySelectorAll('#metric option'), o => o.value)")
+    for metric in metrics:
+        page.select_option("#metric", metric)
+        page.wait_for_function(f"location.hash.includes('metric={metric}')")
+    names = page.evaluate("S.models.map(m => m.name)")
+    started = time.monotonic()
+    for name in names:
+        page.evaluate("(n) => openCard(n, false)", name)
+        page.wait_for_function(
+            """(n) => document.querySelector('#card .card-head')?.dataset.model === n &&
+                 document.querySelector('#card-diagram svg.arch, #card-diagram .error')""",
+            arg=name,
+            timeout=120_000,
+        )
+    rss = server_rss_bytes()
+    drawn = sum(1 for n in names if n in explorer._diagrams)
+    (ARTIFACTS / "explorer-rss.txt").write_text(
+        f"{len(names)} cards ({drawn} diagrams drawn), {len(metrics)} metrics, "
+        f"{time.monotonic() - started:.0f} s: server RSS {rss / 2**20:.0f} MiB\n"
+    )
+    assert drawn == len(names)
+    assert rss < 1.5 * 2**30, f"server RSS {rss / 2**20:.0f} MiB after the sweep"

@@ -61,14 +61,15 @@ function writeHash() {
 }
 
 // --- overview ----------------------------------------------------------------------------
-function plotConfig() { return { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] }; }
+// On a phone the mode bar would sit on the plot itself: pinch and tap do its work there.
+function plotConfig() { return { displaylogo: false, responsive: true, displayModeBar: window.innerWidth >= 700 ? "hover" : false, modeBarButtonsToRemove: ["select2d", "lasso2d"] }; }
 
 function drawBars() {
   const key = S.state.metric, M = METRICS[key];
   const rows = S.models.filter((m) => M.get(m) != null);
   const missing = S.models.length - rows.length;
   const traces = S.familyOrder.map((f) => {
-    const ms = rows.filter((m) => m.family === f);
+    const ms = bySize(rows.filter((m) => m.family === f));
     return {
       type: "bar", name: f, x: ms.map((m) => m.name), y: ms.map((m) => M.get(m)), customdata: ms.map((m) => m.name),
       marker: { color: familyColour(f) },
@@ -76,14 +77,17 @@ function drawBars() {
       hoverinfo: "text",
     };
   }).filter((t) => t.x.length);
-  const order = S.models.map((m) => m.name).filter((n) => rows.some((m) => m.name === n));
+  const order = traces.flatMap((t) => t.x);  // families in year order, each by size
+  const narrow = window.innerWidth < 700;
   const layout = {
-    margin: { l: 70, r: 10, t: 30, b: 110 }, barmode: "overlay", bargap: 0.15,
-    title: { text: M.label + (key === "top1" ? " — reported, not measured here" : ""), font: { size: 14 } },
-    xaxis: { categoryorder: "array", categoryarray: order, tickangle: -60, tickfont: { size: 10 }, range: [-0.5, Math.max(order.length, 12) - 0.5] },
-    yaxis: { type: $("logscale").checked && M.log ? "log" : "linear", title: { text: M.label } },
-    legend: { orientation: "h", y: 1.12, font: { size: 11 } }, hovermode: "closest",
+    margin: { l: narrow ? 44 : 70, r: 10, t: 10, b: narrow ? 90 : 110 }, barmode: "overlay", bargap: 0.15, showlegend: false,
+    xaxis: { categoryorder: "array", categoryarray: order, tickangle: -60, tickfont: { size: narrow ? 8 : 10 }, range: [-0.5, Math.max(order.length, 12) - 0.5] },
+    yaxis: { type: $("logscale").checked && M.log ? "log" : "linear", title: { text: narrow ? "" : M.label }, automargin: true },
+    hovermode: "closest",
   };
+  $("bars-title").textContent = M.label;
+  $("bars-warning").textContent = key === "top1" ? "reported by the papers, not measured here" : "";
+  $("bars-legend").innerHTML = traces.map((t) => `<span><i style="background:${esc(t.marker.color)}"></i>${esc(t.name)}</span>`).join("");
   Plotly.react("chart-bars", traces, layout, plotConfig());
   let note = missing ? `${rows.length} of ${S.models.length} models have this metric.` : `${rows.length} models, in year order.`;
   if (key === "top1" && S.reportedMissing) note += " " + S.reportedMissing;
@@ -91,6 +95,24 @@ function drawBars() {
   if (key === "run_acc" && !rows.length) note += " No runs yet: train one with `visionzoo train`.";
   $("metric-note").textContent = note;
   if (M.profile) fetchProfiles();
+}
+
+// Within a family, bars go from the smallest model to the largest (resnet18 before resnet101).
+const natural = new Intl.Collator("en", { numeric: true });
+function bySize(ms) {
+  return [...ms].sort((a, b) => (METRICS.params.get(a) ?? 0) - (METRICS.params.get(b) ?? 0) || natural.compare(a.name, b.name));
+}
+
+// The variant a family's timeline point opens: the paper's best-known one where it is
+// registered, else the middle-sized variant with a reported ImageNet figure.
+const FLAGSHIPS = ["lenet5", "alexnet", "vgg16", "googlenet", "resnet50", "highway_fc_50", "inception_v3", "densenet121", "xception", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16", "swin_t", "convnext_tiny", "nfnet_f0", "cswin_t"];
+function flagship(family) {
+  const ms = S.models.filter((m) => m.family === family);
+  const named = ms.find((m) => FLAGSHIPS.includes(m.name));
+  if (named) return named.name;
+  const rep = bySize(ms.filter((m) => isImageNet(m.reported)));
+  const pool = rep.length ? rep : bySize(ms);
+  return pool[Math.floor((pool.length - 1) / 2)].name;
 }
 
 let profiling = false;
@@ -132,10 +154,10 @@ function drawScatter() {
     };
   }).filter((t) => t.x.length);
   const layout = {
-    margin: { l: 60, r: 10, t: 30, b: 50 }, showlegend: false, hovermode: "closest",
-    title: { text: pts.length ? `${Y.label} vs ${X.label} (bubble area ~ parameters)` : `no model has both ${Y.label} and ${X.label} yet`, font: { size: 13 } },
+    margin: { l: 50, r: 10, t: 10, b: 50 }, showlegend: false, hovermode: "closest",
     xaxis: { type: X.log ? "log" : "linear", title: { text: X.label } }, yaxis: { title: { text: Y.label } },
   };
+  $("scatter-title").textContent = pts.length ? `${Y.label} vs ${X.label} (bubble area ~ parameters)` : `no model has both ${Y.label} and ${X.label} yet`;
   Plotly.react("chart-scatter", traces, layout, plotConfig());
 }
 
@@ -147,13 +169,13 @@ function drawTimeline() {
   const variants = (f) => S.models.filter((m) => m.family === f).map((m) => m.name);
   const trace = {
     type: "scatter", mode: "markers+text", x: byYear.map((m) => m.year), y: byYear.map((m) => m.family),
-    text: byYear.map((m) => m.family), textposition: "middle right", customdata: byYear.map((m) => m.name),
+    text: byYear.map((m) => m.family), textposition: byYear.map((m) => (m.year > 2012 ? "middle left" : "middle right")), customdata: byYear.map((m) => flagship(m.family)),
+    textfont: { size: window.innerWidth < 700 ? 10 : 12 },
     marker: { size: byYear.map((m) => 10 + 2 * Math.min(8, variants(m.family).length)), color: byYear.map((m) => familyColour(m.family)) },
-    hovertext: byYear.map((m) => `${m.family} (${m.year})<br>${esc(m.paper)}<br>variants: ${variants(m.family).join(", ")}`), hoverinfo: "text",
+    hovertext: byYear.map((m) => `${m.family} (${m.year}): opens ${flagship(m.family)}<br>${esc(m.paper)}<br>variants: ${variants(m.family).join(", ")}`), hoverinfo: "text",
   };
   const layout = {
-    margin: { l: 10, r: 10, t: 30, b: 40 }, showlegend: false, hovermode: "closest",
-    title: { text: "timeline", font: { size: 13 } },
+    margin: { l: 10, r: 10, t: 10, b: 40 }, showlegend: false, hovermode: "closest",
     xaxis: { range: [1996.5, 2025.5], dtick: 2, title: { text: "year of the paper" } },
     yaxis: { categoryorder: "array", categoryarray: byYear.map((m) => m.family).reverse(), showticklabels: false },
   };
@@ -186,7 +208,7 @@ function facts(c, p) {
 function stageTable(p) {
   if (!p || !p.stages) return `<p class="muted">stage table: profiling…</p>`;
   const rows = p.stages.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc((s.output_shape || []).join("×"))}</td><td>${fmtInt(s.params)}</td><td>${fmtSI(s.flops)}</td></tr>`).join("");
-  return `<table class="stages-table"><thead><tr><th>stage</th><th>output shape</th><th>parameters</th><th>FLOPs</th></tr></thead><tbody>${rows}</tbody></table>`;
+  return `<div class="table-wrap"><table class="stages-table"><thead><tr><th>stage</th><th>output shape</th><th>parameters</th><th>FLOPs</th></tr></thead><tbody>${rows}</tbody></table></div>`;
 }
 
 let cardToken = 0;
@@ -240,7 +262,8 @@ function diagramHtml(d, compact = false) {
   const skip = `<span><i style="background:#fff;border-color:#ea580c"></i>orange edge: skips rows (shortcut, concatenation input)</span>`;
   let html = `<div class="legend">${legend}${skip}</div><div class="diagram">${d.svg}</div>`;
   if (!d.traced) html += `<p class="muted">part of this model's Python could not be traced with torch.fx; that part is drawn in the order its modules run.</p>`;
-  if (!compact) for (const b of d.blocks || []) html += `<details class="block" open><summary>${esc(b.name)} <span class="muted">(${esc(b.instance)})</span></summary><div class="diagram detail">${b.svg}</div></details>`;
+  const blocks = (d.blocks || []).filter((b) => !compact || b.defining);
+  for (const b of blocks) html += `<details class="block" open><summary>${esc(b.name)} <span class="muted">(${esc(b.instance)})</span>${b.defining ? ` <span class="tag">the family's defining block</span>` : ""}</summary><div class="diagram detail">${b.svg}</div></details>`;
   return html;
 }
 
@@ -252,8 +275,8 @@ async function loadSource(name) {
 
 function runsList(runs) {
   if (!runs || !runs.length) return `<p class="muted">No runs of this model in the runs folder.</p>`;
-  return `<table><thead><tr><th>run</th><th>dataset</th><th>recipe</th><th>epochs</th><th>status</th><th>test accuracy</th><th></th></tr></thead><tbody>` +
-    runs.map((r) => `<tr><td>${esc(r.id)}</td><td>${esc(r.dataset)}</td><td>${esc(r.recipe)}</td><td>${esc(r.epochs)}</td><td>${esc(r.status || "")}</td><td>${fmtPct(r.test_acc)}</td><td><a href="#" data-run="${esc(r.id)}">look inside</a></td></tr>`).join("") + `</tbody></table>`;
+  return `<div class="table-wrap"><table><thead><tr><th>run</th><th>dataset</th><th>recipe</th><th>epochs</th><th>status</th><th>test accuracy</th><th></th></tr></thead><tbody>` +
+    runs.map((r) => `<tr><td>${esc(r.id)}</td><td>${esc(r.dataset)}</td><td>${esc(r.recipe)}</td><td>${esc(r.epochs)}</td><td>${esc(r.status || "")}</td><td>${fmtPct(r.test_acc)}</td><td><a href="#" data-run="${esc(r.id)}">look inside</a></td></tr>`).join("") + `</tbody></table></div>`;
 }
 
 async function loadCurves(el, runs) {
@@ -301,28 +324,31 @@ async function drawCompare() {
   let A, B;
   try { [A, B] = await Promise.all([get(a), get(b)]); } catch (e) { body.innerHTML = `<p class="error">${esc(e.message)}</p>`; return; }
   if ($("cmp-a").value !== a || $("cmp-b").value !== b) return;
-  const row = (label, f, fmt, higherIsBetter) => {
+  // A ratio for amounts (parameters, FLOPs, memory, time), a difference in points for
+  // accuracies, nothing for labels, years and input sizes.
+  const row = (label, f, fmt, how = "") => {
     const va = f(A), vb = f(B);
     let ratio = "";
-    if (va != null && vb != null && va > 0 && vb > 0) ratio = `${(vb / va).toFixed(2)}×`;
-    void higherIsBetter;
+    const both = typeof va === "number" && typeof vb === "number";
+    if (how === "ratio" && both && va > 0 && vb > 0) ratio = `${(vb / va).toFixed(2)}×`;
+    if (how === "points" && both) ratio = `${vb - va >= 0 ? "+" : ""}${(vb - va).toFixed(1)} pts`;
     return `<tr><td>${label}</td><td>${va == null ? "–" : fmt(va)}</td><td>${vb == null ? "–" : fmt(vb)}</td><td class="ratio">${ratio}</td></tr>`;
   };
   const best = (X) => { const r = (X.c.runs || []).filter((x) => x.test_acc != null).sort((x, y) => y.test_acc - x.test_acc)[0]; return r ? pct(r.test_acc) : null; };
-  body.innerHTML = `<table class="cmp-table"><thead><tr><th></th><th>${esc(a)}</th><th>${esc(b)}</th><th>B / A</th></tr></thead><tbody>
+  body.innerHTML = `<div class="table-wrap"><table class="cmp-table"><thead><tr><th></th><th>${esc(a)}</th><th>${esc(b)}</th><th>B vs A</th></tr></thead><tbody>
     ${row("family", (X) => X.c.family, esc)}
     ${row("year", (X) => X.c.year, String)}
-    ${row("parameters", (X) => X.p?.params ?? X.c.reference_params, fmtInt)}
-    ${row("FLOPs", (X) => X.p?.flops, (v) => fmtSI(v, "FLOP"))}
-    ${row("depth", (X) => X.p?.depth, fmtInt)}
-    ${row("activation memory", (X) => X.p?.activation_bytes, fmtBytes)}
-    ${row("reported ImageNet top-1", (X) => (isImageNet(X.c.reported) ? pct(X.c.reported.top1) : null), (v) => `${v.toFixed(2)} %`)}
-    ${row("latency measured here", (X) => X.c.bench?.latency_ms, (v) => `${v.toFixed(2)} ms`)}
-    ${row("best run test accuracy", best, (v) => `${v.toFixed(2)} %`)}
+    ${row("parameters", (X) => X.p?.params ?? X.c.reference_params, fmtInt, "ratio")}
+    ${row("FLOPs", (X) => X.p?.flops, (v) => fmtSI(v, "FLOP"), "ratio")}
+    ${row("depth", (X) => X.p?.depth, fmtInt, "ratio")}
+    ${row("activation memory", (X) => X.p?.activation_bytes, fmtBytes, "ratio")}
+    ${row("reported ImageNet top-1", (X) => (isImageNet(X.c.reported) ? pct(X.c.reported.top1) : null), (v) => `${v.toFixed(2)} %`, "points")}
+    ${row("latency measured here", (X) => X.c.bench?.latency_ms, (v) => `${v.toFixed(2)} ms`, "ratio")}
+    ${row("best run test accuracy", best, (v) => `${v.toFixed(2)} %`, "points")}
     ${row("default input", (X) => X.c.image_size, (v) => `${v} px`)}
-  </tbody></table>
+  </tbody></table></div>
   <div class="cmp">${[A, B].map((X) => `<div><h3>${esc(X.c.name)} <span class="muted">· ${esc(X.c.family)} ${esc(X.c.year)}</span></h3>
-    <p>${esc(X.c.key_idea)}</p>${stageTable(X.p)}${X.d ? diagramHtml(X.d, true) : ""}</div>`).join("")}</div>`;
+    <p>${esc(X.c.key_idea)}</p>${X.d ? diagramHtml(X.d, true) : ""}${stageTable(X.p)}</div>`).join("")}</div>`;
 }
 
 // --- inside a run ------------------------------------------------------------------------
@@ -349,9 +375,11 @@ async function selectRun(id, record = true) {
   loadCurves("run-curves", [r]);
 }
 
+let lastInput = null;  // the last image sent, for "invert and predict again"
 async function predictBlob(blob, label) {
   const id = $("run-select").value;
   if (!id || STATIC) return;
+  lastInput = { blob, label };
   const fd = new FormData();
   fd.append("file", blob, label);
   $("inside-status").textContent = `running ${id} on ${label}…`;
@@ -361,15 +389,34 @@ async function predictBlob(blob, label) {
     r = await fetch(`api/runs/${encodeURIComponent(id)}/predict`, { method: "POST", body: fd });
     j = await r.json();
   } catch (e) { $("inside-status").innerHTML = `<span class="error">${esc(e.message)}</span>`; return; }
+  if (r.status === 422 && /blank/.test(j.error || "")) { $("inside-status").innerHTML = `<span class="note">Nothing to classify: ${esc(j.error)}.</span>`; return; }
   if (!r.ok || j.error) { $("inside-status").innerHTML = `<span class="error">${esc(j.error || r.statusText)}</span>`; return; }
   $("inside-status").textContent = `${label}: input ${j.input_shape.join("×")}`;
+  const warn = (j.warnings || []).map((w) => `<div class="warning" data-kind="${esc(w.kind)}">⚠ ${esc(w.message)} ${w.kind === "polarity" ? `<button class="invert">invert and predict again</button>` : ""}</div>`).join("");
+  const scale = `<div class="scale"><span>low</span><i style="background:linear-gradient(to right, ${(j.colour_scale?.stops || []).join(", ")})"></i><span>high</span></div>`;
   const preds = j.predictions.map((p) => `<div class="pred"><span>${esc(p.label)}</span><div><div class="bar" style="width:${(100 * p.prob).toFixed(1)}%"></div></div><span>${(100 * p.prob).toFixed(1)} %</span></div>`).join("");
-  const ex = j.explain ? `<div><h3>${j.explain.kind === "attention" ? "Attention map" : "Grad-CAM"}</h3><img src="${j.explain.png}" alt="${esc(j.explain.kind)}"><div class="muted">${esc(j.explain.stage)} · for “${esc(j.explain.target)}”</div></div>` : `<div><h3>Grad-CAM</h3><p class="muted">not available for this model</p></div>`;
+  const ex = j.explain ? `<div><h3>${j.explain.kind === "attention" ? "Attention map" : "Grad-CAM"}</h3><img src="${j.explain.png}" alt="${esc(j.explain.kind)}">${scale}<div class="muted">${esc(j.explain.stage)} · for “${esc(j.explain.target)}”</div></div>` : `<div><h3>Grad-CAM</h3><p class="muted">not available for this model</p></div>`;
   const stages = j.stages.map((s) => `<div class="stage"><img src="${s.png}" alt="${esc(s.name)}"><div>${esc(s.name)} · ${esc(s.shape.join("×"))} · stride ${esc(s.stride)} · ${s.channels_shown.length} most active channels</div></div>`).join("");
-  $("inside-result").innerHTML = `<div class="result">
+  $("inside-result").innerHTML = `${warn}<div class="result">
     <div><h3>What the model sees</h3><img src="${j.input_png}" alt="input"></div>
     <div class="predictions"><h3>Top-5 predictions</h3>${preds}</div>${ex}</div>
-    <h3>Feature maps, stage by stage</h3><div class="stages">${stages}</div>`;
+    <h3>Feature maps, stage by stage</h3>${scale.replace('"scale"', '"scale wide"')}<div class="stages">${stages}</div>`;
+  const inv = document.querySelector("#inside-result button.invert");
+  if (inv) inv.onclick = () => invertAndPredict();
+}
+
+async function invertAndPredict() {
+  if (!lastInput) return;
+  const bitmap = await createImageBitmap(lastInput.blob);
+  const cv = document.createElement("canvas");
+  cv.width = bitmap.width; cv.height = bitmap.height;
+  const ctx = cv.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  const img = ctx.getImageData(0, 0, cv.width, cv.height);
+  for (let i = 0; i < img.data.length; i += 4) for (let c = 0; c < 3; c++) img.data[i + c] = 255 - img.data[i + c];
+  ctx.putImageData(img, 0, 0);
+  const name = lastInput.label.replace(/^(inverted )?/, "inverted ");
+  cv.toBlob((b) => predictBlob(b, name), "image/png");
 }
 
 function setupCanvas() {
@@ -389,7 +436,8 @@ function setupCanvas() {
   cv.addEventListener("pointerup", stop); cv.addEventListener("pointerleave", stop);
   $("draw-clear").onclick = clear;
   $("draw-predict").onclick = () => cv.toBlob((b) => predictBlob(b, "drawing.png"), "image/png");
-  $("upload").onchange = (e) => { const f = e.target.files[0]; if (f) predictBlob(f, f.name); };
+  // The value is cleared after each upload, so choosing the same file again runs it again.
+  $("upload").onchange = (e) => { const f = e.target.files[0]; if (f) predictBlob(f, f.name); e.target.value = ""; };
 }
 
 // --- wiring ------------------------------------------------------------------------------
