@@ -34,3 +34,16 @@ def test_two_gloo_processes_match_one(tmp_path):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-3
         assert abs(a["test_loss"] - b["test_loss"]) < 1e-3
         assert abs(a["test_acc"] - b["test_acc"]) <= 0.004  # at most 2 of 500 test images
+
+
+def test_more_ranks_than_gpus_is_one_line(monkeypatch):
+    import torch
+
+    from visionzoo.engine import distributed as dist
+    from visionzoo.errors import UserError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"local rank 1 .* 1 CUDA device: .*--nproc_per_node=1"):
+        dist.setup(torch.device("cuda"))

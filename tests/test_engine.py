@@ -85,43 +85,22 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
-def _train_cmd(out: Path, *extra: str) -> list[str]:
+def _train_cmd(out: Path, device: str, *extra: str) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "visionzoo",
-        "train",
-        "lenet5",
-        "--dataset",
-        "synthetic",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--crop-padding",
-        "2",
-        "--random-erasing",
-        "0.3",
-        "--mixup",
-        "0.2",
-        "--checkpoint-every",
-        "3",
-        "--out",
-        str(out),
-        *extra,
-    ]
+        sys.executable, "-m", "visionzoo", "train", "lenet5", "--dataset", "synthetic",
+        "--epochs", "2", "--batch-size", "32", "--threads", "1", "--device", device, "--quiet",
+        "--crop-padding", "2", "--random-erasing", "0.3", "--mixup", "0.2",
+        "--checkpoint-every", "3", "--out", str(out), *extra,
+    ]  # fmt: skip
 
 
-def test_resume_after_kill_is_bit_exact(tmp_path):
+def check_resume_after_kill(tmp_path: Path, device: str, *extra: str) -> None:
+    """A run killed with SIGKILL after a checkpoint and resumed ends with the weights and
+    metrics of the same run left alone (also used by the CUDA test in test_gpu.py)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_cmd(tmp_path / "whole"), check=True, env=env, timeout=300)
+    subprocess.run(_train_cmd(tmp_path / "whole", device, *extra), check=True, env=env, timeout=300)
 
-    proc = subprocess.Popen(_train_cmd(tmp_path / "cut"), env=env)
+    proc = subprocess.Popen(_train_cmd(tmp_path / "cut", device, *extra), env=env)
     ckpt = tmp_path / "cut/checkpoint.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:  # kill -9 once a checkpoint exists
@@ -137,21 +116,18 @@ def test_resume_after_kill_is_bit_exact(tmp_path):
     assert 6 <= state["step"] < whole["step"], (state["step"], whole["step"])
     assert len(state["history"]) == state["epoch"]
 
-    resume = [
-        sys.executable,
-        "-m",
-        "visionzoo",
-        "train",
-        "--resume",
-        str(tmp_path / "cut"),
-        "--quiet",
-    ]
+    resume = [sys.executable, "-m", "visionzoo", "train", "--resume", str(tmp_path / "cut"),
+              "--quiet"]  # fmt: skip
     subprocess.run(resume, check=True, env=env, timeout=300)
     a = load_file(tmp_path / "whole/model.safetensors")
     b = load_file(tmp_path / "cut/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
     lines = (tmp_path / "cut/metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_resume_after_kill_is_bit_exact(tmp_path):
+    check_resume_after_kill(tmp_path, "cpu")
 
 
 def test_bad_training_options_are_one_line_errors(tmp_path):

@@ -170,9 +170,13 @@ def train_one_epoch(
             on_step(state, batch_loss / len(y))
         if save_checkpoint and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             save_checkpoint(state)
-    loss_sum, correct_sum, seen = dist.all_reduce_sum(
-        *(torch.tensor(state.sums[k], dtype=torch.float64) for k in ("loss", "correct", "seen"))
+    # on the training device: NCCL reduces device tensors only
+    sums = torch.tensor(
+        [state.sums[k] for k in ("loss", "correct", "seen")],
+        dtype=torch.float64,
+        device=loader.device,
     )
+    loss_sum, correct_sum, seen = dist.all_reduce_sum(sums)[0].tolist()
     return {"train_loss": float(loss_sum / seen), "train_acc": float(correct_sum / seen)}
 
 
