@@ -6,6 +6,7 @@ from visionzoo.layers.drop_path import DropPath, drop_path, drop_path_rates
 from visionzoo.layers.helpers import conv_out_size, make_divisible, round_repeats
 from visionzoo.layers.mlp import Mlp
 from visionzoo.layers.norm import LayerNorm2d, Permute
+from visionzoo.layers.padding import pad_same
 from visionzoo.layers.patch_embed import PatchEmbed
 from visionzoo.layers.squeeze_excite import SqueezeExcite
 
@@ -22,5 +23,6 @@ __all__ = [
     "drop_path",
     "drop_path_rates",
     "make_divisible",
+    "pad_same",
     "round_repeats",
 ]

@@ -9,9 +9,12 @@ channels, `reset_classifier(n)` swaps the head for `n` classes (0 removes it), a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 
@@ -26,6 +29,48 @@ class FeatureInfo:
 
 class InputTooSmallError(ValueError):
     """An input smaller than the architecture can take."""
+
+
+class InputContract(NamedTuple):
+    """What a model accepts, in plain values (so torch.fx can record it as a call argument)."""
+
+    name: str  # the model's class name, for messages
+    in_channels: int
+    min_size: int  # smallest side
+    small_hint: bool  # whether "build it with small_input=True" would help a too-small input
+    fixed_size: int = 0  # >0: the only side length accepted (position embeddings, flattening)
+    fixed_why: str = ""  # why the size is fixed, e.g. "position embeddings for a 14x14 grid"
+
+
+@torch.fx.wrap
+def check_image_batch(x: Tensor, contract: InputContract) -> Tensor:
+    """Return `x` if `contract` accepts it, else raise a one-line error.
+
+    Wrapped for torch.fx: a traced graph records this as one call that runs on real tensors,
+    so `symbolic_trace` and `create_feature_extractor` see no Python branch on a shape, and
+    the traced module keeps the same clear errors as the eager one.
+    """
+    name = contract.name
+    if x.dim() != 4:
+        raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if x.shape[1] != contract.in_channels:
+        raise ValueError(
+            f"{name} was built for {contract.in_channels} input channels, got {x.shape[1]}"
+        )
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if min(h, w) < contract.min_size:
+        hint = "; for small images build it with small_input=True" if contract.small_hint else ""
+        raise InputTooSmallError(
+            f"{name} needs inputs of at least {contract.min_size}x{contract.min_size} pixels, "
+            f"got {h}x{w}{hint}"
+        )
+    size = contract.fixed_size
+    if size and (h, w) != (size, size):
+        raise ValueError(
+            f"{name} was built for {size}x{size} inputs ({contract.fixed_why}), got {h}x{w}; "
+            f"build it with image_size={h} or resize the images"
+        )
+    return x
 
 
 class ImageClassifier(nn.Module):
@@ -62,29 +107,17 @@ class ImageClassifier(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = check_image_batch(x, self.input_contract())
         return self.forward_head(self.forward_features(x))
+
+    def input_contract(self) -> InputContract:
+        """The inputs this network can take; subclasses with a fixed size override it."""
+        small_hint = self.supports_small_input and not self.small_input
+        return InputContract(type(self).__name__, self.in_channels, self.min_image_size, small_hint)
 
     def check_input(self, x: Tensor) -> None:
         """Raise a clear error for inputs the network cannot take."""
-        if x.dim() != 4:
-            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} was built for {self.in_channels} input channels, "
-                f"got {x.shape[1]}"
-            )
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        if min(h, w) < self.min_image_size:
-            hint = (
-                "; for small images build it with small_input=True"
-                if self.supports_small_input and not self.small_input
-                else ""
-            )
-            raise InputTooSmallError(
-                f"{type(self).__name__} needs inputs of at least "
-                f"{self.min_image_size}x{self.min_image_size} pixels, got {h}x{w}{hint}"
-            )
+        check_image_batch(x, self.input_contract())
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
@@ -97,17 +130,39 @@ class ImageClassifier(nn.Module):
         )
 
 
-class FeatureExtractor(nn.Module):
-    """Wrap a model so that calling it returns its multi-scale feature maps."""
+class FeatureInfoList(list):
+    """A list of FeatureInfo with timm's accessors: `channels()`, `reduction()`, `module_name()`."""
 
-    def __init__(self, model: ImageClassifier) -> None:
+    def channels(self) -> list[int]:
+        return [f.channels for f in self]
+
+    def reduction(self) -> list[int]:
+        return [f.stride for f in self]
+
+    def module_name(self) -> list[str]:
+        return [f.name for f in self]
+
+
+class FeatureExtractor(nn.Module):
+    """Wrap a model so that calling it returns its multi-scale feature maps (timm's
+    `features_only=True`): the levels `out_indices` of `feature_info` (default: all)."""
+
+    def __init__(self, model: ImageClassifier, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
+        n = len(model.feature_info)
+        indices = tuple(range(n)) if out_indices is None else tuple(i % n for i in out_indices)
+        if out_indices is not None and any(not -n <= i < n for i in out_indices):
+            raise ValueError(
+                f"{type(model).__name__} has feature levels 0..{n - 1}, got {out_indices}"
+            )
         self.model = model
-        self.feature_info = list(model.feature_info)
+        self.out_indices = indices
+        self.feature_info = FeatureInfoList(model.feature_info[i] for i in indices)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        self.model.check_input(x)
-        return self.model.forward_intermediates(x)
+        x = check_image_batch(x, self.model.input_contract())
+        maps = self.model.forward_intermediates(x)
+        return [maps[i] for i in self.out_indices]
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -73,6 +74,48 @@ class LePE(nn.Module):
         return self.conv(v).flatten(2).transpose(1, 2)  # -> (B', N, C)
 
 
+def stripe_shape(H: int, W: int, split_size: int, axis: int | None) -> tuple[int, int]:
+    """(height, width) of one stripe: full height x sw (axis 0), sw x full width (1), or all."""
+    if axis is None:
+        return H, W
+    if axis == 0:
+        return H, min(split_size, W)
+    return min(split_size, H), W
+
+
+# The stripe layout and its padding depend on the map's size: torch.fx records this function as
+# one call (as torchvision does for Swin's window attention), so tracing sees no shape branch.
+@torch.fx.wrap
+def stripe_attention(
+    q: Tensor, k: Tensor, v: Tensor, lepe: nn.Module, num_heads: int, split_size: int, axis
+) -> Tensor:
+    """Attention of (B, H, W, C) queries within stripes, plus LePE(V); `axis` as LePEAttention."""
+    B, H, W, C = q.shape
+    head_dim = C // num_heads
+    hs, ws = stripe_shape(H, W, split_size, axis)
+    pad_h, pad_w = (hs - H % hs) % hs, (ws - W % ws) % ws
+    if pad_h or pad_w:  # zero-pad the map to whole stripes; padded keys are masked below
+        q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
+    Hp, Wp = H + pad_h, W + pad_w
+    v = to_windows(v, hs, ws)  # (B, Hp, Wp, C) -> (B', N, C)
+    pos = lepe(v, hs, ws)  # LePE(V)
+
+    def heads(t: Tensor) -> Tensor:  # (B', N, C) -> (B', heads, N, head_dim)
+        return t.reshape(t.shape[0], t.shape[1], num_heads, head_dim).transpose(1, 2)
+
+    q, k = to_windows(q, hs, ws), to_windows(k, hs, ws)
+    attn = (heads(q) * head_dim**-0.5) @ heads(k).transpose(-2, -1)  # (B', h, N, N)
+    if pad_h or pad_w:
+        real = to_windows(F.pad(q.new_ones(1, H, W, 1), (0, 0, 0, pad_w, 0, pad_h)), hs, ws)
+        keep = real[:, :, 0].bool()  # (nW, N): True for real tokens
+        attn = attn.view(B, -1, num_heads, *attn.shape[-2:])
+        attn = attn.masked_fill(~keep[None, :, None, None, :], float("-inf"))
+        attn = attn.flatten(0, 1)
+    x = attn.softmax(dim=-1) @ heads(v)  # (B', heads, N, head_dim)
+    x = x.transpose(1, 2).reshape(v.shape) + pos  # (B', heads, N, d) -> (B', N, C)
+    return from_windows(x, hs, ws, Hp, Wp)[:, :H, :W]  # -> (B, H, W, C), padding dropped
+
+
 class LePEAttention(nn.Module):
     """Self-attention within stripes: `axis` 0 vertical (full height x sw), 1 horizontal,
     None the whole map; plus LePE(V)."""
@@ -83,37 +126,8 @@ class LePEAttention(nn.Module):
         self.split_size, self.axis = split_size, axis
         self.lepe = LePE(dim)
 
-    def stripe(self, H: int, W: int) -> tuple[int, int]:
-        if self.axis is None:
-            return H, W
-        if self.axis == 0:
-            return H, min(self.split_size, W)
-        return min(self.split_size, H), W
-
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        B, H, W, C = q.shape
-        hs, ws = self.stripe(H, W)
-        pad_h, pad_w = (hs - H % hs) % hs, (ws - W % ws) % ws
-        if pad_h or pad_w:  # zero-pad the map to whole stripes; padded keys are masked below
-            q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
-        Hp, Wp = H + pad_h, W + pad_w
-        v = to_windows(v, hs, ws)  # (B, Hp, Wp, C) -> (B', N, C)
-        lepe = self.lepe(v, hs, ws)
-
-        def heads(t: Tensor) -> Tensor:  # (B', N, C) -> (B', heads, N, head_dim)
-            return t.reshape(t.shape[0], t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-
-        q, k = to_windows(q, hs, ws), to_windows(k, hs, ws)
-        attn = (heads(q) * self.head_dim**-0.5) @ heads(k).transpose(-2, -1)  # (B', h, N, N)
-        if pad_h or pad_w:
-            real = to_windows(F.pad(q.new_ones(1, H, W, 1), (0, 0, 0, pad_w, 0, pad_h)), hs, ws)
-            keep = real[:, :, 0].bool()  # (nW, N): True for real tokens
-            attn = attn.view(B, -1, self.num_heads, *attn.shape[-2:])
-            attn = attn.masked_fill(~keep[None, :, None, None, :], float("-inf"))
-            attn = attn.flatten(0, 1)
-        x = attn.softmax(dim=-1) @ heads(v)  # (B', heads, N, head_dim)
-        x = x.transpose(1, 2).reshape(v.shape) + lepe  # (B', heads, N, d) -> (B', N, C)
-        return from_windows(x, hs, ws, Hp, Wp)[:, :H, :W]  # -> (B, H, W, C), padding dropped
+        return stripe_attention(q, k, v, self.lepe, self.num_heads, self.split_size, self.axis)
 
 
 class CSWinBlock(nn.Module):
@@ -129,6 +143,8 @@ class CSWinBlock(nn.Module):
             self.attns = nn.ModuleList(
                 [LePEAttention(dim // 2, num_heads // 2, split_size, axis) for axis in (0, 1)]
             )
+        width = dim // len(self.attns)
+        self.slices = [slice(i * width, (i + 1) * width) for i in range(len(self.attns))]
         self.proj = nn.Linear(dim, dim)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
@@ -136,9 +152,9 @@ class CSWinBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # (B, H, W, 3C) -> 3 x (B, H, W, C)
-        parts = len(self.attns)
-        qs, ks, vs = q.chunk(parts, -1), k.chunk(parts, -1), v.chunk(parts, -1)
-        out = torch.cat([attn(*qkv) for attn, qkv in zip(self.attns, zip(qs, ks, vs))], dim=-1)
+        # Each direction takes its own slice of the channels (C/2 each, or all C in stage 4).
+        parts = [attn(q[..., c], k[..., c], v[..., c]) for attn, c in zip(self.attns, self.slices)]
+        out = torch.cat(parts, dim=-1)
         x = x + self.drop_path(self.proj(out))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -154,6 +170,18 @@ class MergeBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W) -> (B, 2C, H/2, W/2)
         return self.norm(x.permute(0, 2, 3, 1))  # -> (B, H/2, W/2, 2C)
+
+
+class CSWinStage(nn.Module):
+    """A merge block (stages 2-4), then the stage's CSWin blocks, on a (B, H, W, C) map."""
+
+    def __init__(self, downsample: nn.Module | None, blocks: list[CSWinBlock]) -> None:
+        super().__init__()
+        self.downsample = downsample or nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.downsample(x))
 
 
 @dataclass(frozen=True)
@@ -200,15 +228,11 @@ class CSWinTransformer(ImageClassifier):
         self.stages = nn.ModuleList()
         for i, depth in enumerate(config.depths):
             dim, start = C * 2**i, sum(config.depths[:i])
-            stage = nn.Module()
-            stage.downsample = MergeBlock(dim // 2, dim) if i else nn.Identity()
-            stage.blocks = nn.Sequential(
-                *(
-                    CSWinBlock(dim, config.num_heads[i], config.split_sizes[i], i == 3, rate)
-                    for rate in rates[start : start + depth]
-                )
-            )
-            self.stages.append(stage)
+            blocks = [
+                CSWinBlock(dim, config.num_heads[i], config.split_sizes[i], i == 3, rate)
+                for rate in rates[start : start + depth]
+            ]
+            self.stages.append(CSWinStage(MergeBlock(dim // 2, dim) if i else None, blocks))
         self.num_features = C * 8
         self.norm = nn.LayerNorm(self.num_features)
         self.num_classes = num_classes
@@ -232,7 +256,7 @@ class CSWinTransformer(ImageClassifier):
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.embed(x)
         for stage in self.stages:
-            x = stage.blocks(stage.downsample(x))
+            x = stage(x)
         return self.norm(x).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -242,7 +266,7 @@ class CSWinTransformer(ImageClassifier):
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         x, out = self.embed(x), []
         for stage in self.stages:
-            x = stage.blocks(stage.downsample(x))
+            x = stage(x)
             out.append(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
         return out
 

@@ -43,7 +43,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from visionzoo.models.base import FeatureInfo, ImageClassifier
+from visionzoo.models.base import FeatureInfo, ImageClassifier, InputContract
 from visionzoo.registry import Family, register_model
 
 FAMILY = Family(
@@ -154,13 +154,9 @@ class HighwayNet(ImageClassifier):
             if isinstance(m, HighwayLayer):
                 nn.init.constant_(m.gate.bias, gate_bias)
 
-    def check_input(self, x: Tensor) -> None:
-        super().check_input(x)
-        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(
-                f"{type(self).__name__} flattens {self.image_size}x{self.image_size} images, "
-                f"got {x.shape[-2]}x{x.shape[-1]}; build it with image_size={x.shape[-1]}"
-            )
+    def input_contract(self) -> InputContract:
+        why = "its layers flatten the image"
+        return super().input_contract()._replace(fixed_size=self.image_size, fixed_why=why)
 
     def _run(self, x: Tensor, keep: bool) -> tuple[Tensor, list[Tensor]]:
         x = self.stem(x)

@@ -35,6 +35,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -184,6 +185,14 @@ class InceptionC(nn.Module):
         return torch.cat([branch(x) for branch in branches], 1)
 
 
+@torch.fx.wrap  # branches on the map's size: torch.fx records it as one call
+def aux_pool(x: Tensor) -> Tensor:
+    """(B, 768, 17, 17) -> (B, 768, 5, 5) by 5x5/3 average pooling; adaptive below 17x17."""
+    if min(x.shape[-2:]) >= 17:
+        return F.avg_pool2d(x, 5, 3)
+    return F.adaptive_avg_pool2d(x, 5)  # small inputs: no 17x17 grid to pool
+
+
 class AuxClassifier(nn.Module):
     """On the 17x17 grid: avg-pool 5x5/3 -> 1x1 conv 128 -> 5x5 conv 768 (BN) -> linear."""
 
@@ -194,11 +203,7 @@ class AuxClassifier(nn.Module):
         self.fc = nn.Linear(768, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if min(x.shape[-2:]) >= 17:
-            x = F.avg_pool2d(x, 5, 3)  # (B, 768, 17, 17) -> (B, 768, 5, 5)
-        else:
-            x = F.adaptive_avg_pool2d(x, 5)  # small inputs: no 17x17 grid to pool
-        x = self.conv(self.reduce(x))  # (B, 768, 5, 5) -> (B, 768, 1, 1)
+        x = self.conv(self.reduce(aux_pool(x)))  # (B, 768, 5, 5) -> (B, 768, 1, 1)
         return self.fc(x.mean((2, 3)))
 
 

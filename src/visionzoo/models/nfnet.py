@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from visionzoo.convert import register_converter, rename_keys
 from visionzoo.layers.drop_path import DropPath
+from visionzoo.layers.padding import pad_same
 from visionzoo.layers.squeeze_excite import SqueezeExcite
 from visionzoo.models.base import FeatureInfo, ImageClassifier
 from visionzoo.registry import Family, register_model
@@ -71,15 +72,6 @@ FAMILY = Family(
 
 # gamma with Var(gamma GELU(z)) ~ 1 for z ~ N(0, 1): DeepMind's constant (nfnets/base.py).
 GELU_GAMMA = 1.7015043497085571
-
-
-def pad_same(x: Tensor, kernel_size: int, stride: int) -> Tensor:
-    """TensorFlow "SAME" padding: output = ceil(input / stride), the odd pixel at the end."""
-    pads = []
-    for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
-        total = max((math.ceil(size / stride) - 1) * stride + kernel_size - size, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
 
 
 class VPGELU(nn.Module):

@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -84,6 +85,34 @@ def shift_mask(H: int, W: int, ws: int, shift: tuple[int, int], device: torch.de
     return diff.ne(0).float() * -100.0
 
 
+def window_shift(Hp: int, Wp: int, ws: int, shift_size: int) -> tuple[int, int]:
+    """The shift per side: none along a side that the padded map fits in one window."""
+    return (shift_size if Hp > ws else 0, shift_size if Wp > ws else 0)
+
+
+# The two helpers below branch on the map's size. torch.fx records each as one call (like
+# torchvision's shifted_window_attention), so symbolic_trace sees no Python branch on a shape.
+@torch.fx.wrap
+def roll_map(x: Tensor, ws: int, shift_size: int, sign: int) -> Tensor:
+    """Cyclically shift a padded (B, Hp, Wp, C) map by sign * shift (-1: up-left, +1: back)."""
+    shift = window_shift(x.shape[1], x.shape[2], ws, shift_size)
+    if not any(shift):
+        return x
+    return torch.roll(x, shifts=(sign * shift[0], sign * shift[1]), dims=(1, 2))
+
+
+@torch.fx.wrap
+def add_shift_mask(attn: Tensor, Hp: int, Wp: int, ws: int, shift_size: int) -> Tensor:
+    """Add the shifted-window mask to (B*nW, heads, N, N) attention logits."""
+    shift = window_shift(Hp, Wp, ws, shift_size)
+    if not any(shift):
+        return attn
+    mask = shift_mask(Hp, Wp, ws, shift, attn.device).to(attn.dtype)  # (nW, N, N)
+    Bw, heads, N, _ = attn.shape
+    attn = attn.view(-1, mask.shape[0], heads, N, N) + mask[None, :, None]
+    return attn.view(Bw, heads, N, N)
+
+
 class ShiftedWindowAttention(nn.Module):
     """(S)W-MSA: multi-head attention within M x M windows, plus relative position bias."""
 
@@ -109,24 +138,20 @@ class ShiftedWindowAttention(nn.Module):
         ws = self.window_size
         x = F.pad(x, (0, 0, 0, (ws - W % ws) % ws, 0, (ws - H % ws) % ws))  # to multiples of ws
         Hp, Wp = x.shape[1], x.shape[2]
-        # No shift along a side that the padded map fits in one window.
-        shift = (self.shift_size if Hp > ws else 0, self.shift_size if Wp > ws else 0)
-        if any(shift):
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        if self.shift_size:
+            x = roll_map(x, ws, self.shift_size, -1)
         windows = window_partition(x, ws)  # (B*nW, N, C)
         Bw, N, _ = windows.shape
         # (B*nW, N, 3C) -> (3, B*nW, heads, N, head_dim)
         qkv = self.qkv(windows).reshape(Bw, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.position_bias()
-        if any(shift):
-            mask = shift_mask(Hp, Wp, ws, shift, x.device).to(attn.dtype)  # (nW, N, N)
-            attn = attn.view(B, -1, self.num_heads, N, N) + mask[None, :, None]
-            attn = attn.view(Bw, self.num_heads, N, N)
+        if self.shift_size:
+            attn = add_shift_mask(attn, Hp, Wp, ws, self.shift_size)
         x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(Bw, N, C)  # heads -> (Bw, N, C)
         x = window_reverse(self.proj(x), ws, Hp, Wp)  # (B*nW, N, C) -> (B, Hp, Wp, C)
-        if any(shift):
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
+        if self.shift_size:
+            x = roll_map(x, ws, self.shift_size, 1)
         return x[:, :H, :W].contiguous()  # drop the padding
 
 

@@ -45,7 +45,7 @@ from visionzoo.layers.attention import Attention
 from visionzoo.layers.drop_path import DropPath, drop_path_rates
 from visionzoo.layers.mlp import Mlp
 from visionzoo.layers.patch_embed import PatchEmbed
-from visionzoo.models.base import FeatureInfo, ImageClassifier
+from visionzoo.models.base import FeatureInfo, ImageClassifier, InputContract
 from visionzoo.registry import Family, register_model
 
 FAMILY = Family(
@@ -193,15 +193,11 @@ class VisionTransformer(ImageClassifier):
         if key in state_dict and state_dict[key].shape != self.pos_embedding.shape:
             state_dict[key] = resize_pos_embed(state_dict[key], (self.grid, self.grid))
 
-    def check_input(self, x: Tensor) -> None:
-        super().check_input(x)
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        if (h, w) != (self.image_size, self.image_size):
-            raise ValueError(
-                f"{type(self).__name__} was built for {self.image_size}x{self.image_size} inputs "
-                f"(position embeddings for a {self.grid}x{self.grid} grid), got {h}x{w}; build it "
-                f"with image_size={h} (loaded position embeddings are interpolated) or resize"
-            )
+    def input_contract(self) -> InputContract:
+        why = (
+            f"position embeddings for a {self.grid}x{self.grid} grid; loaded ones are interpolated"
+        )
+        return super().input_contract()._replace(fixed_size=self.image_size, fixed_why=why)
 
     def embed(self, x: Tensor) -> Tensor:
         x = self.patch_embed(x)  # (B, C, H, W) -> (B, N, D)
@@ -222,11 +218,8 @@ class VisionTransformer(ImageClassifier):
         x, out = self.embed(x), []
         for i, block in enumerate(self.blocks[: max(indices) + 1]):
             x = block(x)
-            if i in indices:
-                B, N, D = x.shape
-                side = int(math.isqrt(N - 1))
-                # (B, 1 + N, D) -> (B, N, D) -> (B, D, h, w)
-                out.append(x[:, 1:].transpose(1, 2).reshape(B, D, side, side))
+            if i in indices:  # (B, 1 + N, D) -> (B, N, D) -> (B, D, h, w)
+                out.append(x[:, 1:].transpose(1, 2).unflatten(2, (self.grid, self.grid)))
         return out
 
     @torch.no_grad()

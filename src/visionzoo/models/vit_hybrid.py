@@ -27,23 +27,13 @@ embeddings, `cls_attention`.
 
 from __future__ import annotations
 
-import math
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionzoo.convert import register_converter
+from visionzoo.layers.padding import pad_same
 from visionzoo.models.vit import CONFIGS, FAMILY, VisionTransformer, _from_timm
 from visionzoo.registry import register_model
-
-
-def pad_same(x: Tensor, kernel_size: int, stride: int, value: float = 0.0) -> Tensor:
-    """TensorFlow "SAME" padding: output side ceil(H / stride), the odd pixel at the end."""
-    pads = []
-    for size in (x.shape[-1], x.shape[-2]):  # F.pad's order: width first
-        total = max((math.ceil(size / stride) - 1) * stride + kernel_size - size, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads, value=value)
 
 
 class StdConv2d(nn.Conv2d):
