@@ -74,7 +74,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "flag that differs from the run's is refused",
     )
     p.add_argument(
-        "--recipe", help="named recipe: demo, small-cnn, resnet-cifar, vit-small-data, ..."
+        "--recipe",
+        help="named recipe: demo, small-cnn, resnet-cifar, vit-small-data, ...; auto: demo "
+        "(LeNets) or small-cnn, their large-batch -gpu variants on CUDA",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     p.add_argument(
@@ -162,7 +164,7 @@ def train_config_from_args(args: argparse.Namespace):
     from visionzoo.engine.config import TrainConfig
     from visionzoo.engine.recipes import resolve_recipe
 
-    values: dict[str, Any] = resolve_recipe(args.recipe)
+    values: dict[str, Any] = resolve_recipe(args.recipe, args.model, args.device or "auto")
     for f in dataclasses.fields(TrainConfig):
         v = getattr(args, f.name, None)
         if v is not None and f.name not in ("model", "recipe"):

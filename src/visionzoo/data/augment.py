@@ -78,32 +78,46 @@ def random_erasing(x: Tensor, p: float, g: torch.Generator) -> Tensor:
 def mix_batch(
     x: Tensor, y: Tensor, num_classes: int, cfg: AugmentConfig, g: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with the batch reversed as partner."""
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with the batch reversed as partner.
+
+    Every choice is drawn on the device and applied with `torch.where`: no host sync."""
+    dev = g.device
     target = F.one_hot(y, num_classes).to(x.dtype)
-    if torch.rand((), generator=g, device=g.device).item() >= cfg.mix_prob:
-        return x, target
-    use_cutmix = cfg.cutmix_alpha > 0 and (
-        cfg.mixup_alpha <= 0 or torch.rand((), generator=g, device=g.device).item() < 0.5
-    )
-    alpha = cfg.cutmix_alpha if use_cutmix else cfg.mixup_alpha
-    beta = torch.distributions.Beta(alpha, alpha)
-    # Sample through the seeded generator: Beta(a, a) = Ga / (Ga + Gb).
-    lam = float(_beta_sample(alpha, g)) if alpha > 0 else float(beta.mean)
     partner = x.flip(0)
-    if use_cutmix:
-        H, W = x.shape[-2:]
-        cut = math.sqrt(1 - lam)
-        ch, cw = int(H * cut), int(W * cut)
-        cy = int(torch.randint(0, H, (), generator=g, device=g.device))
-        cx = int(torch.randint(0, W, (), generator=g, device=g.device))
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, H)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, W)
-        x = x.clone()
-        x[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
-        lam = 1 - (y1 - y0) * (x1 - x0) / (H * W)
+    mixed = torch.rand((), generator=g, device=dev) < cfg.mix_prob
+    if cfg.cutmix_alpha > 0 and cfg.mixup_alpha > 0:
+        use_cutmix = torch.rand((), generator=g, device=dev) < 0.5
     else:
-        x = lam * x + (1 - lam) * partner
+        use_cutmix = torch.tensor(cfg.cutmix_alpha > 0, device=dev)
+    lam_mix = (
+        _beta_sample(cfg.mixup_alpha, g) if cfg.mixup_alpha > 0 else torch.ones((), device=dev)
+    )
+    lam_cut = (
+        _beta_sample(cfg.cutmix_alpha, g) if cfg.cutmix_alpha > 0 else torch.ones((), device=dev)
+    )
+    box, kept = _cutmix_box(x.shape[-2:], lam_cut, g)  # (H, W), the share of x left
+    cut_x = torch.where(box.to(x.device), partner, x)
+    mix_x = lam_mix.to(x.device) * x + (1 - lam_mix.to(x.device)) * partner
+    lam = torch.where(mixed, torch.where(use_cutmix, kept, lam_mix), 1.0).to(x.device, x.dtype)
+    choice = (mixed & use_cutmix).to(x.device), (mixed & ~use_cutmix).to(x.device)
+    x = torch.where(choice[0], cut_x, torch.where(choice[1], mix_x, x))
     return x, lam * target + (1 - lam) * target.flip(0)
+
+
+def _cutmix_box(size, lam: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A box of about (1 - lam) of the image at a random centre, clipped to the image."""
+    H, W = size
+    dev = g.device
+    cut = (1 - lam).sqrt()
+    half_h, half_w = (H * cut).floor().div(2).floor(), (W * cut).floor().div(2).floor()
+    cy = torch.randint(0, H, (), generator=g, device=dev)
+    cx = torch.randint(0, W, (), generator=g, device=dev)
+    y0, y1 = (cy - half_h).clamp(min=0), (cy + half_h).clamp(max=H)
+    x0, x1 = (cx - half_w).clamp(min=0), (cx + half_w).clamp(max=W)
+    yy = torch.arange(H, device=dev)[:, None]
+    xx = torch.arange(W, device=dev)[None, :]
+    box = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)  # (H, W)
+    return box, 1 - (y1 - y0) * (x1 - x0) / (H * W)
 
 
 def _beta_sample(alpha: float, g: torch.Generator) -> Tensor:

@@ -71,11 +71,11 @@ class TrainConfig:
     cutmix: float = 0.0  # cutmix alpha (0: off)
     # Speed.
     device: str = "auto"  # "auto": cuda if available, else cpu
-    precision: str = (
-        "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 uses a gradient scaler, CUDA only)
-    )
-    channels_last: bool = False  # NHWC memory layout: faster convolutions on most hardware
-    compile: bool = False  # torch.compile; falls back to eager with a message if it fails
+    # "auto": bf16 autocast (and TF32 for the rest) on CUDA, fp32 elsewhere; "fp32" (TF32 off),
+    # "bf16" or "fp16" (autocast; fp16 uses a gradient scaler, CUDA only)
+    precision: str = "auto"
+    channels_last: bool | None = None  # NHWC memory layout (None: on for CUDA, off elsewhere)
+    compile: bool = False  # compile the whole training step; eager with a message if it fails
     deterministic: bool = False  # deterministic kernels (for bit-exact resume on CUDA; slower)
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     eval_batch_size: int = 1000  # evaluation is cheap per image; large batches amortise overhead
@@ -152,8 +152,8 @@ class TrainConfig:
                 f"--schedule must be cosine, step or constant, got {self.schedule!r}",
             ),
             (
-                self.precision in ("fp32", "bf16", "fp16"),
-                f"--precision must be fp32, bf16 or fp16, got {self.precision!r}",
+                self.precision in ("auto", "fp32", "bf16", "fp16"),
+                f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
             ),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (

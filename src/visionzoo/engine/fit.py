@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from torch import nn
 
 from visionzoo import __version__
 from visionzoo.data import DeviceLoader, load_dataset
@@ -21,16 +24,19 @@ from visionzoo.engine.config import TrainConfig, option_flag, show_value
 from visionzoo.engine.optim import build_optimizer, build_scheduler
 from visionzoo.engine.progress import TrainProgress
 from visionzoo.engine.train import (
+    Stepper,
     TrainingDiverged,
     TrainState,
     augment_config,
     balanced_subset,
     build_model_for,
+    channels_last,
     evaluate,
     git_commit,
     load_checkpoint,
     make_autocast,
     pick_device,
+    resolve_precision,
     save_checkpoint,
     train_one_epoch,
 )
@@ -53,7 +59,7 @@ from visionzoo.runs import (
 def run_config(cfg: TrainConfig, spec, pre: Preprocess, model, status: str) -> dict[str, Any]:
     return {
         "model": cfg.model,
-        "model_kwargs": dict(model.model_kwargs),
+        "model_kwargs": dict(getattr(model, "model_kwargs", cfg.model_kwargs)),
         "dataset": cfg.dataset,
         "class_names": list(spec.classes),
         "num_classes": spec.num_classes,
@@ -69,6 +75,9 @@ def run_config(cfg: TrainConfig, spec, pre: Preprocess, model, status: str) -> d
     }
 
 
+ModelSource = nn.Module | Callable[..., nn.Module] | None
+
+
 def fit(
     cfg: TrainConfig,
     out: str | Path,
@@ -76,18 +85,29 @@ def fit(
     resume: bool = False,
     console: Console | None = None,
     quiet: bool = False,
+    model: ModelSource = None,
+    stop: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
     """Train `cfg.model` on `cfg.dataset` into the run folder `out`; returns the final metrics.
 
+    `model` replaces the registry's `cfg.model`: a module, or a builder called like a registered
+    one (num_classes, in_channels, image_size, **cfg.model_kwargs); `cfg.model` still names the
+    run. `stop(record)`, called after each epoch, ends the run early when it returns True.
     A new run is built beside `out` and replaces it at its first checkpoint (see RunWriter):
     a failure before then leaves `out` as it was.
     """
     cfg.validate()
     device = dist.setup(pick_device(cfg.device))
-    autocast = make_autocast(cfg.precision, device)  # refuses fp16 without CUDA, before any work
+    autocast = make_autocast(resolve_precision(cfg.precision, device), device)
     with RunWriter(Path(out), overwrite, resume, enabled=dist.is_main()) as run:
         try:
-            return _train(cfg, run, device, autocast, console, quiet)
+            session = setup(cfg, run, device, autocast, console, quiet, model)
+            with session.progress:
+                while session.state.epoch < cfg.epochs:
+                    record = train_epoch(session)
+                    if stop is not None and stop(record):
+                        break
+            return finish(session)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(run.interrupted()) from None
         except TrainingDiverged as err:
@@ -96,45 +116,86 @@ def fit(
             raise TrainingDiverged(message) from None
 
 
-def _train(cfg: TrainConfig, run: RunWriter, device, autocast, console, quiet) -> dict[str, Any]:
+@dataclass
+class Session:
+    """A run being trained: what `setup` builds, `train_epoch` advances and `finish` saves."""
+
+    cfg: TrainConfig
+    run: RunWriter
+    device: torch.device
+    autocast: Callable
+    progress: TrainProgress
+    model: nn.Module
+    spec: Any
+    pre: Preprocess
+    train_loader: Any
+    test_loader: Any
+    state: TrainState
+    stepper: Stepper
+    head_keys: list[str]
+    running: dict[str, Any]
+    wall_start: float
+    train_seconds: float = 0.0
+    last: dict[str, Any] = field(default_factory=dict)
+    writer: Any = None
+    tensorboard_opened: bool = False
+
+
+def setup(cfg, run, device, autocast, console, quiet, source: ModelSource = None) -> Session:
+    """Data, model, optimizer and training state (from the checkpoint under --resume)."""
     wall_start = time.perf_counter()
-    main = run.enabled
+    _set_backends(cfg, device)
+    dist.barrier()
+    progress = TrainProgress(console, enabled=run.enabled and not quiet, every=cfg.log_every)
+    torch.manual_seed(cfg.seed)
+    if cfg.batch_size % dist.world_size():
+        raise UserError(
+            f"--batch-size {cfg.batch_size} is not divisible by {dist.world_size()} processes"
+        )
+    model, pre, spec, train_loader, test_loader = _data_and_model(cfg, device, source)
+    head_keys: list[str] = []
+    if cfg.init and not run.resume:
+        head_keys = initialise(model, cfg.init, list(spec.classes))
+        progress.log(f"initialised from {cfg.init}; new head: {len(head_keys)} tensors")
+    model.to(device)
+    if channels_last(cfg, device):
+        model.to(memory_format=torch.channels_last)
+    state = _train_state(cfg, model, device, len(train_loader))
+    if run.resume:
+        _resume_into(state, run, cfg, progress)
+    state.model = dist.wrap(model, device)
+    stepper = Stepper(state, cfg, autocast, progress.log, channels_last(cfg, device))
+    session = Session(
+        cfg, run, device, autocast, progress, model, spec, pre, train_loader, test_loader,
+        state, stepper, head_keys, run_config(cfg, spec, pre, model, "running"), wall_start,
+        train_seconds=sum(r.get("time_s", 0.0) for r in state.history),
+        last=state.history[-1] if state.history else {},
+    )  # fmt: skip
+    _log_start(session)
+    return session
+
+
+def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    dist.barrier()
-    progress = TrainProgress(console, enabled=main and not quiet, every=cfg.log_every)
+    if device.type == "cuda":  # TF32 for what autocast leaves in fp32, unless fp32 was asked
+        tf32 = cfg.precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = not cfg.deterministic
 
-    # Data: in memory, batches prepared on the device (or streamed by workers for big folders).
-    torch.manual_seed(cfg.seed)
-    world = dist.world_size()
-    if cfg.batch_size % world:
-        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
-    if cfg.loader == "workers":
-        folder = FolderOptions.from_config(cfg)
-        spec, train_root, test_root = folder_spec(cfg.dataset.partition(":")[2], folder)
-        model, pre = build_model_for(cfg, spec)
-    else:
-        folder = FolderOptions.from_config(cfg)
-        train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download, folder)
-        test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download, folder)
-        if cfg.train_subset:
-            train_data = balanced_subset(train_data, cfg.train_subset, cfg.seed)
-        spec = train_data.spec
-        model, pre = build_model_for(cfg, spec)
-    head_keys: list[str] = []
-    if cfg.init and not run.resume:
-        head_keys = initialise(model, cfg.init, list(spec.classes))
-        progress.log(f"initialised from {cfg.init}; new head: {len(head_keys)} tensors")
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
 
+def _data_and_model(cfg: TrainConfig, device, source: ModelSource):
+    """The model, its preprocessing, the dataset spec and both loaders."""
+    world, folder = dist.world_size(), FolderOptions.from_config(cfg)
     shard = dict(rank=dist.rank(), world_size=world)
+    drop_last = cfg.compile  # static shapes: one compiled graph, no recompiling for the tail
     if cfg.loader == "workers":
+        spec, train_root, test_root = folder_spec(cfg.dataset.partition(":")[2], folder)
+        model, pre = build_model_for(cfg, spec, source)
         common = dict(
             num_workers=cfg.workers, seed=cfg.seed, device=device, strict=cfg.strict, **shard
         )
@@ -142,19 +203,26 @@ def _train(cfg: TrainConfig, run: RunWriter, device, autocast, console, quiet) -
             train_root, pre, cfg.batch_size // world, True, augment_config(cfg, spec), **common
         )
         test_loader = FolderLoader(test_root, pre, cfg.eval_batch_size, False, **common)
-        n_train, n_test = len(train_loader.dataset), len(test_loader.dataset)
-    else:
-        train_loader = DeviceLoader(
-            train_data, cfg.batch_size // world, pre, device, shuffle=True,
-            augment=augment_config(cfg, spec), seed=cfg.seed, **shard,
-        )  # fmt: skip
-        test_loader = DeviceLoader(
-            test_data, cfg.eval_batch_size, pre, device, shard_pad=False, **shard
-        )
-        n_train, n_test = len(train_data), len(test_data)
+        return model, pre, spec, train_loader, test_loader
+    train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download, folder)
+    test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download, folder)
+    if cfg.train_subset:
+        train_data = balanced_subset(train_data, cfg.train_subset, cfg.seed)
+    spec = train_data.spec
+    model, pre = build_model_for(cfg, spec, source)
+    train_loader = DeviceLoader(
+        train_data, cfg.batch_size // world, pre, device, shuffle=True,
+        augment=augment_config(cfg, spec), seed=cfg.seed, drop_last=drop_last, **shard,
+    )  # fmt: skip
+    test_loader = DeviceLoader(
+        test_data, cfg.eval_batch_size, pre, device, shard_pad=False, **shard
+    )
+    return model, pre, spec, train_loader, test_loader
 
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+
+def _train_state(cfg: TrainConfig, model: nn.Module, device, steps_per_epoch: int) -> TrainState:
+    optimizer = build_optimizer(model, cfg, device)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     ema = None
     if cfg.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -163,134 +231,155 @@ def _train(cfg: TrainConfig, run: RunWriter, device, autocast, console, quiet) -
             model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
         )
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-    state = TrainState(model, optimizer, scheduler, ema, scaler)
-    if run.resume:
-        _resume(state, run.out / CHECKPOINT, cfg)
-        if main:  # metrics.jsonl holds exactly the epochs the checkpoint has seen
-            with run.saving():
-                atomic_write_text(run.out / METRICS, "".join(_json_line(r) for r in state.history))
-        progress.log(
-            f"resuming {run.out} at epoch {state.epoch + 1}, batch {state.batch} "
-            f"(step {state.step})"
-        )
-    train_model = dist.wrap(model, device)
-    train_model = _maybe_compile(train_model, cfg, progress, next(test_loader.epoch(0))[0][:2])
-    state.model = train_model
+    return TrainState(model, optimizer, scheduler, ema, scaler)
 
-    running = run_config(cfg, spec, pre, model, "running")  # written with the first checkpoint
 
-    def save_state(s: TrainState) -> None:
-        def save(folder: Path) -> None:
-            if not (folder / WEIGHTS).exists():  # a run with a checkpoint has weights too
-                save_weights(folder / WEIGHTS, ema.module if ema is not None else model)
-            save_checkpoint(folder / CHECKPOINT, s, cfg)
-
-        run.checkpoint(save, running)
-
-    params = sum(p.numel() for p in model.parameters())
+def _resume_into(state: TrainState, run: RunWriter, cfg: TrainConfig, progress) -> None:
+    _resume(state, run.out / CHECKPOINT, cfg)
+    if run.enabled:  # metrics.jsonl holds exactly the epochs the checkpoint has seen
+        with run.saving():
+            atomic_write_text(run.out / METRICS, "".join(_json_line(r) for r in state.history))
     progress.log(
-        f"training {cfg.model} ({params:,} parameters) on {spec.name}: {n_train:,} train / "
-        f"{n_test:,} test images, input {pre.in_channels}x{pre.image_size}x{pre.image_size}, "
-        f"{cfg.epochs} epochs, batch {cfg.batch_size}, device {device}"
+        f"resuming {run.out} at epoch {state.epoch + 1}, batch {state.batch} (step {state.step})"
+    )
+
+
+def _log_start(s: Session) -> None:
+    cfg, pre, world = s.cfg, s.pre, dist.world_size()
+    params = sum(p.numel() for p in s.model.parameters())
+    precision = resolve_precision(cfg.precision, s.device)
+    s.progress.log(
+        f"training {cfg.model} ({params:,} parameters) on {s.spec.name}: "
+        f"{_size(s.train_loader):,} train / {_size(s.test_loader):,} test images, input "
+        f"{pre.in_channels}x{pre.image_size}x{pre.image_size}, {cfg.epochs} epochs, batch "
+        f"{cfg.batch_size}, device {s.device}, {precision}"
+        + (", channels_last" if channels_last(cfg, s.device) else "")
+        + (", compiled" if cfg.compile else "")
         + (f", {world} processes" if world > 1 else "")
     )
 
-    writer, tensorboard_opened = None, False  # opened once the run folder is in place
-    train_seconds = sum(r.get("time_s", 0.0) for r in state.history)
-    last: dict[str, Any] = state.history[-1] if state.history else {}
-    with progress:
-        while state.epoch < cfg.epochs:
-            frozen = bool(cfg.freeze_epochs) and state.epoch < cfg.freeze_epochs
-            if cfg.init:
-                set_body_trainable(model, not frozen, head_keys)
-            progress.start_epoch(state.epoch, cfg.epochs, len(train_loader), state.batch)
-            seen0 = state.sums["seen"]
-            t0 = time.perf_counter()
 
-            def on_step(s: TrainState, loss: float, seen0: float = seen0) -> None:
-                progress.step(
-                    s.batch,
-                    s.sums["seen"] - seen0,
-                    s.sums["loss"],
-                    s.sums["correct"],
-                    s.sums["seen"],
-                )
+def _size(loader) -> int:
+    return len(loader.dataset) if hasattr(loader, "dataset") else len(loader.labels)
 
-            train_metrics = train_one_epoch(
-                state, train_loader, cfg, on_step=on_step,
-                save_checkpoint=save_state, autocast=autocast,
-            )  # fmt: skip
-            elapsed = time.perf_counter() - t0
-            train_seconds += elapsed
-            test = evaluate(model, test_loader, spec.num_classes, autocast, cfg.channels_last)
-            record = {
-                "epoch": state.epoch + 1,
-                "step": state.step,
-                **train_metrics,
-                "test_loss": test["loss"],
-                "test_acc": test["top1"],
-                "test_top5": test["top5"],
-                "lr": state.optimizer.param_groups[0]["lr"],
-                "images_per_s": (state.sums["seen"] - seen0) * world / max(elapsed, 1e-9),
-                "time_s": elapsed,
-                "train_seconds": train_seconds,
-                "wall_s": time.perf_counter() - wall_start,  # since fit() began, this process
-                "trainable_params": count_trainable(model),
-            }
-            if ema is not None:
-                ema_test = evaluate(
-                    ema.module, test_loader, spec.num_classes, autocast, cfg.channels_last
-                )
-                record.update(ema_test_loss=ema_test["loss"], ema_test_acc=ema_test["top1"])
-            state.history.append(record)
-            state.epoch, state.batch = state.epoch + 1, 0
-            state.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
-            if main:
-                with run.saving():
-                    append_jsonl(run.path / METRICS, record)
-                    save_weights(run.path / WEIGHTS, ema.module if ema is not None else model)
-            save_state(state)
-            if main:
-                if not tensorboard_opened:
-                    writer, tensorboard_opened = _tensorboard(cfg, run.path), True
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != "epoch" and isinstance(value, (int, float)):
-                            writer.add_scalar(key, value, record["epoch"])
-                    writer.flush()
-            last = record
-            progress.log(
-                f"epoch {record['epoch']:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
-                f"acc {record['train_acc']:.2%}  test loss {record['test_loss']:.4f} "
-                f"acc {record['test_acc']:.2%}"
-                + (f"  ema acc {record['ema_test_acc']:.2%}" if "ema_test_acc" in record else "")
-                + f"  {record['images_per_s']:,.0f} img/s  {elapsed:.1f}s"
-            )
 
-    if writer is not None:
-        writer.close()
-    final_model = ema.module if ema is not None else model
-    final = evaluate(final_model, test_loader, spec.num_classes, autocast, cfg.channels_last)
+def train_epoch(s: Session) -> dict[str, Any]:
+    """Train, evaluate and save one epoch; returns its metrics.jsonl record."""
+    cfg, state = s.cfg, s.state
+    if cfg.init:
+        set_body_trainable(s.model, not (state.epoch < cfg.freeze_epochs), s.head_keys)
+    s.progress.start_epoch(state.epoch, cfg.epochs, len(s.train_loader), state.batch)
+    seen0, t0 = state.sums["seen"], time.perf_counter()
+
+    def on_step(st: TrainState, sums: dict[str, float]) -> None:
+        s.progress.step(st.batch, sums["seen"] - seen0, sums["loss"], sums["correct"], sums["seen"])
+
+    train_metrics = train_one_epoch(
+        state, s.train_loader, cfg, on_step=on_step if s.progress.live else None,
+        save_checkpoint=lambda st: _save_state(s, st), stepper=s.stepper,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    s.train_seconds += elapsed
+    record = _epoch_record(s, train_metrics, (state.sums["seen"] - seen0), elapsed)
+    state.history.append(record)
+    state.epoch, state.batch = state.epoch + 1, 0
+    state.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+    _save_epoch(s, record)
+    s.last = record
+    s.progress.log(_epoch_line(record, cfg.epochs, elapsed))
+    return record
+
+
+def _epoch_record(s: Session, train_metrics: dict, seen: float, elapsed: float) -> dict:
+    cl = channels_last(s.cfg, s.device)
+    test = evaluate(s.model, s.test_loader, s.spec.num_classes, s.autocast, cl)
+    record = {
+        "epoch": s.state.epoch + 1,
+        "step": s.state.step,
+        **train_metrics,
+        "test_loss": test["loss"],
+        "test_acc": test["top1"],
+        "test_top5": test["top5"],
+        "lr": float(s.state.optimizer.param_groups[0]["lr"]),
+        "images_per_s": seen * dist.world_size() / max(elapsed, 1e-9),
+        "time_s": elapsed,
+        "train_seconds": s.train_seconds,
+        "wall_s": time.perf_counter() - s.wall_start,  # since fit() began, this process
+        "trainable_params": count_trainable(s.model),
+    }
+    if s.state.ema is not None:
+        ema_test = evaluate(s.state.ema.module, s.test_loader, s.spec.num_classes, s.autocast, cl)
+        record.update(ema_test_loss=ema_test["loss"], ema_test_acc=ema_test["top1"])
+    return record
+
+
+def _save_state(s: Session, state: TrainState) -> None:
+    ema = state.ema
+
+    def save(folder: Path) -> None:
+        if not (folder / WEIGHTS).exists():  # a run with a checkpoint has weights too
+            save_weights(folder / WEIGHTS, ema.module if ema is not None else s.model)
+        save_checkpoint(folder / CHECKPOINT, state, s.cfg)
+
+    s.run.checkpoint(save, s.running)
+
+
+def _save_epoch(s: Session, record: dict[str, Any]) -> None:
+    ema, main = s.state.ema, s.run.enabled
+    if main:
+        with s.run.saving():
+            append_jsonl(s.run.path / METRICS, record)
+            save_weights(s.run.path / WEIGHTS, ema.module if ema is not None else s.model)
+    _save_state(s, s.state)
+    if not main:
+        return
+    if not s.tensorboard_opened:
+        s.writer, s.tensorboard_opened = _tensorboard(s.cfg, s.run.path), True
+    if s.writer is not None:
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                s.writer.add_scalar(key, value, record["epoch"])
+        s.writer.flush()
+
+
+def _epoch_line(record: dict[str, Any], epochs: int, elapsed: float) -> str:
+    return (
+        f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
+        f"acc {record['train_acc']:.2%}  test loss {record['test_loss']:.4f} "
+        f"acc {record['test_acc']:.2%}"
+        + (f"  ema acc {record['ema_test_acc']:.2%}" if "ema_test_acc" in record else "")
+        + f"  {record['images_per_s']:,.0f} img/s  {elapsed:.1f}s"
+    )
+
+
+def finish(s: Session) -> dict[str, Any]:
+    """Evaluate the final weights, write them and the finished config; returns final metrics."""
+    if s.writer is not None:
+        s.writer.close()
+    ema = s.state.ema
+    final_model = ema.module if ema is not None else s.model
+    cl = channels_last(s.cfg, s.device)
+    final = evaluate(final_model, s.test_loader, s.spec.num_classes, s.autocast, cl)
     final_metrics = {
         "test_acc": final["top1"],
         "test_top5": final["top5"],
         "test_loss": final["loss"],
-        "train_acc": last.get("train_acc"),
-        "train_loss": last.get("train_loss"),
-        "epochs": cfg.epochs,
-        "steps": state.step,
-        "train_seconds": train_seconds,
+        "train_acc": s.last.get("train_acc"),
+        "train_loss": s.last.get("train_loss"),
+        "epochs": s.state.epoch,
+        "steps": s.state.step,
+        "train_seconds": s.train_seconds,
         "weights": "ema" if ema is not None else "final",
     }
-    if main:
-        with run.saving():
-            save_weights(run.path / WEIGHTS, final_model)
+    if s.run.enabled:
+        with s.run.saving():
+            save_weights(s.run.path / WEIGHTS, final_model)
             if ema is not None:
-                save_weights(run.path / "model_raw.safetensors", model)
-            config = run_config(cfg, spec, pre, model, "done")
+                save_weights(s.run.path / "model_raw.safetensors", s.model)
+            config = run_config(s.cfg, s.spec, s.pre, s.model, "done")
             config["final_metrics"] = final_metrics
-            config["per_class_accuracy"] = dict(zip(spec.classes, final["per_class"]))
-            atomic_write_json(run.path / CONFIG, config)
+            config["per_class_accuracy"] = dict(zip(s.spec.classes, final["per_class"]))
+            atomic_write_json(s.run.path / CONFIG, config)
     dist.barrier()
     dist.teardown()
     return final_metrics
@@ -313,26 +402,6 @@ def _json_line(record: dict[str, Any]) -> str:
     import json
 
     return json.dumps(record) + "\n"
-
-
-def _maybe_compile(model, cfg: TrainConfig, progress: TrainProgress, sample):
-    """torch.compile with a trial forward; any failure falls back to eager with a message."""
-    if not cfg.compile:
-        return model
-    try:
-        compiled = torch.compile(model)
-        model.eval()
-        with torch.no_grad():
-            compiled(sample)
-        model.train()
-        return compiled
-    except Exception as err:  # noqa: BLE001 - any failure falls back to eager
-        model.train()
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        progress.log(
-            f"torch.compile failed ({type(err).__name__}: {first}); training in eager mode"
-        )
-        return model
 
 
 # What --resume may change: the run's length, and where and how fast it runs, which leave
@@ -388,4 +457,8 @@ def _resume(state: TrainState, path: Path, cfg: TrainConfig) -> None:
     for group, base, factor in zip(
         state.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
     ):
-        group["lr"] = base * factor(scheduler.last_epoch)
+        lr = base * factor(scheduler.last_epoch)
+        if isinstance(group["lr"], torch.Tensor):  # --compile: filled in place
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr

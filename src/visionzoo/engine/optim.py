@@ -27,7 +27,17 @@ def stage_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
     return scales
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device=None) -> torch.optim.Optimizer:
+    """SGD or AdamW; on CUDA the fused kernels, and under --compile a learning rate held in a
+    tensor (the scheduler fills it in place, so the compiled step is not recompiled)."""
+    optimizer = _optimizer(model, cfg, torch.device(device or "cpu").type == "cuda")
+    if cfg.compile:
+        for group in optimizer.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+    return optimizer
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, fused: bool) -> torch.optim.Optimizer:
     scales = stage_scales(model, cfg.layer_decay) if cfg.layer_decay < 1 else {}
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -38,8 +48,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         for (wd, scale), ps in groups.items()
     ]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(0.9, 0.999))
-    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(0.9, 0.999), fused=fused or None)
+    return torch.optim.SGD(
+        param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        fused=fused or None,
+    )  # fmt: skip
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:

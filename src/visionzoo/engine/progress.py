@@ -31,6 +31,11 @@ class TrainProgress:
         self._t0 = time.perf_counter()
         self._seen0 = 0
 
+    @property
+    def live(self) -> bool:
+        """Whether a bar is drawn: only then are the running sums read during an epoch."""
+        return not self.progress.disable
+
     def __enter__(self) -> TrainProgress:
         self.progress.__enter__()
         return self

@@ -9,6 +9,7 @@ training state is checkpointed atomically so that `--resume` continues bit-exact
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,71 +108,161 @@ def compute_loss(model: nn.Module, logits: Tensor, y: Tensor, label_smoothing: f
     return loss
 
 
+class EpochMeter:
+    """The epoch's loss and accuracy sums and the finite-loss flag, kept on the device.
+
+    Nothing here synchronises the host except `read`, called every `--log-every` steps while a
+    progress bar shows, before every checkpoint and at the end of the epoch. `good` counts the
+    steps since `base` whose loss (and every loss before it) was finite, so the first bad step
+    is known exactly without reading the flag at each step.
+    """
+
+    def __init__(self, sums: dict[str, float], step: int, device: torch.device) -> None:
+        self.sums = torch.tensor(
+            [sums["loss"], sums["correct"]], dtype=torch.float64, device=device
+        )
+        self.seen = sums["seen"]
+        self.ok = torch.ones((), dtype=torch.bool, device=device)
+        self.good = torch.zeros((), dtype=torch.long, device=device)
+        self.base = step
+
+    def add(self, loss_sum: Tensor, correct: Tensor, finite: Tensor) -> None:
+        self.sums += torch.stack((loss_sum.detach().double(), correct.double()))
+        self.ok &= finite
+        self.good += self.ok
+
+    def read(self, state: TrainState) -> dict[str, float]:
+        """One host sync: the sums, after raising TrainingDiverged if a loss was not finite."""
+        bad = dist.all_reduce_sum((~self.ok).long())[0]  # any rank's NaN stops every rank
+        loss, correct, bad, good = torch.cat(
+            (self.sums, torch.stack((bad, self.good)).double())
+        ).tolist()
+        if bad:
+            first = self.base + int(good) + 1 if not self.ok.item() else None
+            raise TrainingDiverged(self._message(state, first))
+        self.base, self.good = state.step, torch.zeros_like(self.good)
+        state.sums = {"loss": loss, "correct": correct, "seen": self.seen}
+        return state.sums
+
+    def _message(self, state: TrainState, first: int | None) -> str:
+        offset = state.step - state.batch  # steps taken before this epoch's first batch
+        where = (
+            f"at step {first} (epoch {state.epoch + 1}, batch {first - offset})"
+            if first is not None
+            else f"on another process between step {self.base + 1} and {state.step}"
+        )
+        return (
+            f"the loss became NaN or infinite {where}, found at step {state.step}; the last "
+            "good checkpoint is kept: lower --lr, add --grad-clip, or check the data"
+        )
+
+
+class Stepper:
+    """One optimizer step (forward, loss, backward, clipping, update) on a batch; under
+    --compile the whole step is one torch.compile'd function, with eager as the fallback."""
+
+    def __init__(
+        self, state: TrainState, cfg: TrainConfig, autocast, log=None, channels_last=False
+    ) -> None:
+        self.state, self.cfg, self.autocast = state, cfg, autocast
+        self.channels_last = channels_last
+        self.raw = dist.unwrap(state.model)
+        self.clip_params = None
+        if cfg.agc:
+            from visionzoo.engine.agc import agc_parameters
+
+            self.clip_params = agc_parameters(self.raw)
+        self.log = log or (lambda message: None)
+        self.compiled = torch.compile(self.step) if cfg.compile else None
+        self.trusted = False
+
+    def __call__(self, x: Tensor, y: Tensor, meter: EpochMeter) -> None:
+        if self.compiled is None:
+            return self.step(x, y, meter)
+        if self.trusted:
+            return self.compiled(x, y, meter)
+        model, optimizer = self.raw, self.state.optimizer
+        saved = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+        try:
+            self.compiled(x, y, meter)
+            self.trusted = True  # compiled and ran once: no more snapshots
+        except Exception as err:  # noqa: BLE001 - any failure falls back to eager
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            self.log(
+                f"torch.compile failed ({type(err).__name__}: {first}); training in eager mode"
+            )
+            model.load_state_dict(saved[0])
+            optimizer.load_state_dict(saved[1])
+            optimizer.zero_grad(set_to_none=True)
+            self.compiled = None
+            self.step(x, y, meter)
+
+    def step(self, x: Tensor, y: Tensor, meter: EpochMeter) -> None:
+        state, cfg = self.state, self.cfg
+        model, optimizer, scaler = state.model, state.optimizer, state.scaler
+        xs, ys = x.chunk(cfg.accumulate), y.chunk(cfg.accumulate)
+        for j, (xm, ym) in enumerate(zip(xs, ys)):
+            sync = dist.no_sync(model) if j < len(xs) - 1 else contextlib.nullcontext()
+            with sync, self.autocast():
+                logits = model(xm)
+                loss = compute_loss(self.raw, logits, ym, cfg.label_smoothing)
+            scaled = loss * (len(ym) / len(y))
+            (scaler.scale(scaled) if scaler else scaled).backward()
+            target = ym.argmax(1) if ym.dim() == 2 else ym
+            correct = (logits.detach().argmax(1) == target).sum()
+            meter.add(loss.detach() * len(ym), correct, torch.isfinite(loss.detach()))
+        self.update(model, optimizer, scaler)
+
+    def update(self, model: nn.Module, optimizer, scaler) -> None:
+        if scaler:
+            scaler.unscale_(optimizer)
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        if self.clip_params is not None:
+            from visionzoo.engine.agc import adaptive_clip_grad_
+
+            adaptive_clip_grad_(self.clip_params, clip_factor=self.cfg.agc)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
 def train_one_epoch(
     state: TrainState,
     loader: DeviceLoader,
     cfg: TrainConfig,
-    on_step: Callable[[TrainState, float], None] | None = None,
+    on_step: Callable[[TrainState, dict[str, float]], None] | None = None,
     save_checkpoint: Callable[[TrainState], None] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    stepper: Stepper | None = None,
 ) -> dict[str, float]:
-    """One pass over the training data from `state.batch` on; returns the epoch's averages."""
-    model, optimizer = state.model, state.optimizer
-    model.train()
-    raw_model = dist.unwrap(model)
-    micro = cfg.accumulate
-    if cfg.agc:
-        from visionzoo.engine.agc import adaptive_clip_grad_, agc_parameters
+    """One pass over the training data from `state.batch` on; returns the epoch's averages.
 
-        clip_params = agc_parameters(raw_model)
+    `on_step` (the progress display) gets the running sums every `cfg.log_every` steps; each
+    call reads the device once. Without it the host waits for the device only at checkpoints
+    and at the end of the epoch."""
+    state.model.train()
+    stepper = stepper or Stepper(state, cfg, autocast, channels_last=bool(cfg.channels_last))
+    meter = EpochMeter(state.sums, state.step, loader.device)
     for i, (x, y) in enumerate(loader.epoch(state.epoch, start=state.batch), start=state.batch):
-        if cfg.channels_last:
+        if stepper.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        xs, ys = x.chunk(micro), y.chunk(micro)
-        batch_loss = 0.0
-        correct = 0.0
-        for j, (xm, ym) in enumerate(zip(xs, ys)):
-            sync = dist.no_sync(model) if j < len(xs) - 1 else contextlib.nullcontext()
-            with sync, autocast():
-                logits = model(xm)
-                loss = compute_loss(raw_model, logits, ym, cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at step {state.step + 1} (epoch "
-                    f"{state.epoch + 1}, batch {i + 1}); the last good checkpoint is kept: "
-                    "lower --lr, add --grad-clip, or check the data"
-                )
-            scaled = loss * (len(ym) / len(y))
-            (state.scaler.scale(scaled) if state.scaler else scaled).backward()
-            batch_loss += loss.item() * len(ym)
-            target = ym.argmax(1) if ym.dim() == 2 else ym
-            correct += float((logits.argmax(1) == target).sum())
-        if state.scaler:
-            state.scaler.unscale_(optimizer)
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if cfg.agc:
-            adaptive_clip_grad_(clip_params, clip_factor=cfg.agc)
-        if state.scaler:
-            state.scaler.step(optimizer)
-            state.scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        stepper(x, y, meter)
+        meter.seen += len(y)
         state.scheduler.step()
         if state.ema is not None:
-            state.ema.update_parameters(raw_model)
-        state.step += 1
-        state.batch = i + 1
-        state.sums["loss"] += batch_loss
-        state.sums["correct"] += correct
-        state.sums["seen"] += len(y)
-        if on_step:
-            on_step(state, batch_loss / len(y))
+            state.ema.update_parameters(stepper.raw)
+        state.step, state.batch = state.step + 1, i + 1
+        if on_step and state.step % cfg.log_every == 0:
+            on_step(state, meter.read(state))
         if save_checkpoint and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            meter.read(state)  # checkpoints hold known-finite state only
             save_checkpoint(state)
-    # on the training device: NCCL reduces device tensors only
-    sums = torch.tensor(
+    meter.read(state)
+    sums = torch.tensor(  # on the training device: NCCL reduces device tensors only
         [state.sums[k] for k in ("loss", "correct", "seen")],
         dtype=torch.float64,
         device=loader.device,
@@ -198,7 +289,20 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """--precision auto: bf16 autocast on CUDA, fp32 elsewhere (CPU results stay as they were)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """--channels-last, or by default on CUDA only."""
+    return device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+
+
 def make_autocast(precision: str, device: torch.device):
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext
     if precision == "fp16" and device.type != "cuda":
@@ -234,7 +338,11 @@ def augment_config(cfg: TrainConfig, spec) -> AugmentConfig | None:
     )
 
 
-def build_model_for(cfg: TrainConfig, spec) -> tuple[nn.Module, Preprocess]:
+def build_model_for(cfg: TrainConfig, spec, source=None) -> tuple[nn.Module, Preprocess]:
+    """The model for `spec` and its preprocessing: the registry's `cfg.model`, or `source`
+    (a module, or a builder called like a registered one)."""
+    if source is not None:
+        return _build_from(source, cfg, spec)
     info = get_model_info(cfg.model)
     kwargs = dict(cfg.model_kwargs)
     small = cfg.small_input
@@ -262,6 +370,21 @@ def build_model_for(cfg: TrainConfig, spec) -> tuple[nn.Module, Preprocess]:
         image_size=pre.image_size,
         **kwargs,
     )
+    return model, pre
+
+
+def _build_from(source, cfg: TrainConfig, spec) -> tuple[nn.Module, Preprocess]:
+    from visionzoo.registry import is_registered
+
+    min_size = get_model_info(cfg.model).min_image_size if is_registered(cfg.model) else 1
+    pre = Preprocess.for_model(spec, min_size or 1, cfg.image_size)
+    if isinstance(source, nn.Module):
+        return source, pre
+    model = source(
+        num_classes=spec.num_classes, in_channels=spec.channels, image_size=pre.image_size,
+        **cfg.model_kwargs,
+    )  # fmt: skip
+    model.model_kwargs = dict(cfg.model_kwargs)
     return model, pre
 
 
