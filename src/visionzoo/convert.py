@@ -25,7 +25,7 @@ from torch import Tensor, nn
 StateDict = dict[str, Tensor]
 Converter = Callable[[StateDict], StateDict]
 
-SOURCES = ("torchvision", "timm")
+SOURCES = ("torchvision", "timm", "hf")  # the built-in sources; register_converter adds others
 _CONVERTERS: list[tuple[str, str, Converter]] = []
 
 
@@ -34,9 +34,13 @@ class WeightMismatchError(ValueError):
 
 
 def register_converter(source: str, *patterns: str) -> Callable[[Converter], Converter]:
-    """Register `fn` as the converter from `source` for model names matching `patterns`."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown weight source {source!r}; expected one of {SOURCES}")
+    """Register `fn` as the converter from `source` for model names matching `patterns`.
+
+    `source` is a built-in one (torchvision, timm, hf) or a new name of your own (a lowercase
+    identifier, e.g. "mmpretrain"); `port_weights(model, state_dict, source)` then uses it.
+    """
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", source):
+        raise ValueError(f"weight source names are lowercase identifiers, got {source!r}")
 
     def decorator(fn: Converter) -> Converter:
         for pattern in patterns:
@@ -46,7 +50,17 @@ def register_converter(source: str, *patterns: str) -> Callable[[Converter], Con
     return decorator
 
 
+def known_sources() -> list[str]:
+    """Every source some converter is registered for."""
+    import visionzoo.hub  # noqa: F401  (registers the hf and extra timm converters)
+    from visionzoo.registry import list_models
+
+    list_models()  # loads the families
+    return sorted({src for src, _, _ in _CONVERTERS})
+
+
 def get_converter(model_name: str, source: str) -> Converter:
+    import visionzoo.hub  # noqa: F401  (registers the hf and extra timm converters)
     from visionzoo.registry import get_model_info
 
     get_model_info(model_name)  # loads the families; unknown names raise with suggestions
@@ -89,6 +103,11 @@ def check_state_dict(model: nn.Module, state_dict: StateDict, what: str = "state
 
 def port_weights(model: nn.Module, state_dict: StateDict, source: str) -> nn.Module:
     """Convert a `source` ("torchvision" or "timm") state dict and load it into `model`."""
+    from visionzoo.models.base import FeatureExtractor
+
+    if isinstance(model, FeatureExtractor):  # features_only=True: load into the wrapped model
+        port_weights(model.model, state_dict, source)
+        return model
     name = getattr(model, "model_name", None)
     if name is None:
         raise ValueError("port_weights needs a model built by visionzoo.create_model")
@@ -119,24 +138,10 @@ def build_reference(model_name: str, source: str, **kwargs: object) -> nn.Module
 
 
 def load_pretrained(model: nn.Module, spec: str) -> nn.Module:
-    """Load real ImageNet weights, e.g. "torchvision:resnet50" or "timm:convnext_tiny".
+    """Load weights named by `spec` (see `visionzoo.pretrained.load_pretrained`)."""
+    from visionzoo.pretrained import load_pretrained as load
 
-    Needs the network the first time (torchvision and timm cache the files). The weights
-    are fetched by the reference library, converted and checked like any other port.
-    """
-    source, _, ref_name = spec.partition(":")
-    if source == "torchvision":
-        import torchvision
-
-        weights = torchvision.models.get_model_weights(ref_name).DEFAULT
-        state_dict = weights.get_state_dict(progress=True)
-    elif source == "timm":
-        import timm
-
-        state_dict = timm.create_model(ref_name, pretrained=True).state_dict()
-    else:
-        raise ValueError(f"unknown weight source in {spec!r}; use torchvision:NAME or timm:NAME")
-    return port_weights(model, state_dict, source)
+    return load(model, spec)
 
 
 @torch.no_grad()

@@ -227,6 +227,9 @@ def create_model(
     in_channels: int | None = None,
     image_size: int | None = None,
     features_only: bool = False,
+    out_indices: Any = None,
+    pretrained: bool = False,
+    weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -234,7 +237,10 @@ def create_model(
     `num_classes`, `in_channels` and `image_size` default to the variant's own (ImageNet:
     1000 classes, 3 channels, 224 px). Other keyword arguments go to the builder (for
     example `small_input=True`, `dropout=0.2`). With `features_only=True` the model is
-    wrapped so that calling it returns its multi-scale feature maps.
+    wrapped so that calling it returns its multi-scale feature maps (`out_indices` picks
+    levels of `feature_info`, as in timm). `weights` loads any `load_pretrained` spec
+    ("torchvision", "timm:NAME", "hf:ORG/NAME", a file); `pretrained=True` is
+    `weights="torchvision"`, or "timm" for models torchvision does not have.
     """
     info = _lookup(name)
     build_kwargs: dict[str, Any] = dict(kwargs)
@@ -245,8 +251,14 @@ def create_model(
     # Record how the model was built, so a run can rebuild it from its config.json.
     model.model_name = name
     model.model_kwargs = dict(build_kwargs)
+    if pretrained and not weights:
+        weights = "torchvision" if info.torchvision_name else "timm"
+    if weights:
+        from visionzoo.pretrained import load_pretrained
+
+        load_pretrained(model, weights)
     if features_only:
         from visionzoo.models.base import FeatureExtractor
 
-        return FeatureExtractor(model)
+        return FeatureExtractor(model, out_indices)
     return model

@@ -1,0 +1,197 @@
+"""Converters for checkpoints the family modules do not cover: timm's own names for models that
+torchvision also has, and Hugging Face transformers' image classifiers (`hf`).
+
+Hugging Face checkpoints on the Hub use the names of transformers 4 (`attention.attention.query`,
+`intermediate.dense`); transformers 5 renames them in memory (`attention.q_proj`, `mlp.fc1`).
+Both spellings are read. Separate query, key and value projections are concatenated into our
+fused `qkv` in that order.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from visionzoo.convert import StateDict, get_converter, register_converter, rename_keys
+from visionzoo.models.vit import _from_timm as _vit_from_timm
+
+# timm's ResNet keeps torchvision's names (conv1, bn1, layerN, downsample, fc).
+register_converter("timm", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")(
+    lambda state_dict: get_converter("resnet50", "torchvision")(state_dict)
+)
+# timm's ViT-B/L/H (vit_base_patch16_224, ...) have the layout of its DeiT models.
+register_converter("timm", "vit_b_*", "vit_l_*", "vit_h_*")(_vit_from_timm)
+
+
+@register_converter("timm", "swin_*")
+def _swin_from_timm(state_dict: StateDict) -> StateDict:
+    """timm's layers.i (patch merging first, as ours) -> stages.i; head.fc -> classifier."""
+    state = {
+        k: v
+        for k, v in state_dict.items()
+        if not k.endswith(("relative_position_index", "attn_mask"))
+    }
+    return rename_keys(state, [(r"^layers\.", "stages."), (r"^head\.fc\.", "classifier.")])
+
+
+_TIMM_EFFICIENTNET_BLOCK = {  # timm's block tensors -> ours, for blocks with / without expansion
+    True: {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "dw.conv", "bn2": "dw.bn",
+           "conv_pwl": "project.conv", "bn3": "project.bn"},
+    False: {"conv_dw": "dw.conv", "bn1": "dw.bn", "conv_pw": "project.conv", "bn2": "project.bn"},
+}  # fmt: skip
+
+
+@register_converter("timm", "efficientnet_b*")
+def _efficientnet_from_timm(state_dict: StateDict) -> StateDict:
+    """timm's conv_stem/bn1, blocks.S.J.{conv_pw,conv_dw,se,conv_pwl}, conv_head/bn2 -> ours."""
+    expands = {
+        m.group(1) for k in state_dict if (m := re.match(r"^blocks\.(\d+)\.\d+\.conv_pwl\.", k))
+    }
+    top = {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "conv_head.conv",
+           "bn2": "conv_head.bn", "classifier": "classifier"}  # fmt: skip
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        block = re.match(r"^blocks\.(\d+)\.(\d+)\.(\w+)\.(.+)$", key)
+        if block:
+            stage, index, layer, rest = block.groups()
+            table = _TIMM_EFFICIENTNET_BLOCK[stage in expands]
+            if layer == "se":
+                rest = rest.replace("conv_reduce", "fc1").replace("conv_expand", "fc2")
+                key = f"stages.{stage}.{index}.se.{rest}"
+            else:
+                key = f"stages.{stage}.{index}.{table.get(layer, layer)}.{rest}"
+        else:
+            head, _, rest = key.partition(".")
+            key = f"{top.get(head, head)}.{rest}"
+        out[key] = value
+    return out
+
+
+def fuse_qkv(state_dict: StateDict, pattern: str) -> StateDict:
+    """Concatenate `<prefix>{q,k,v}.{weight,bias}` (regex group 1 = prefix) into `<prefix>qkv.`."""
+    out: StateDict = {}
+    groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        m = re.match(pattern + r"(q|k|v)\.(weight|bias)$", key)
+        if m:
+            groups.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+        else:
+            out[key] = value
+    for (prefix, kind), parts in groups.items():
+        out[f"{prefix}qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+# transformers 4 names (the Hub's files) -> transformers 5 names, then one mapping from those.
+_HF_V4_NAMES = [
+    (r"\.encoder\.layer\.(\d+)\.", r".layers.\1."),
+    (r"\.attention\.(?:attention|self)\.(query|key|value)\.",
+     lambda m: f".attention.{m[1][0]}_proj."),
+    (r"\.attention\.self\.relative_position_bias_table$",
+     ".attention.relative_position_bias.relative_position_bias_table"),
+    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+]  # fmt: skip
+
+
+def _hf_v5(state_dict: StateDict) -> StateDict:
+    state = {k: v for k, v in state_dict.items() if not k.endswith("relative_position_index")}
+    for pattern, repl in _HF_V4_NAMES:
+        state = {re.sub(pattern, repl, k): v for k, v in state.items()}
+    return state
+
+
+def _hf_attention(state: StateDict, block: str) -> StateDict:
+    state = rename_keys(state, [(rf"^({block})\.attention\.([qkv])_proj\.", r"\1.attn.\2.")])
+    state = fuse_qkv(state, r"^(.*\.attn\.)")
+    return rename_keys(
+        state,
+        [
+            (r"\.attention\.o_proj\.", ".attn.proj."),
+            (r"\.layernorm_before\.", ".norm1."),
+            (r"\.layernorm_after\.", ".norm2."),
+        ],
+    )
+
+
+@register_converter("hf", "vit_b_*", "vit_l_*", "vit_h_*", "vit_tiny_*", "vit_small_*")
+def _vit_from_hf(state_dict: StateDict) -> StateDict:
+    """ViTForImageClassification (google/vit-*, and the non-distilled facebook/deit-*)."""
+    state = _hf_v5(state_dict)
+    state = rename_keys(state, [(r"^vit\.layers\.(\d+)\.", r"blocks.\1.")])
+    state = _hf_attention(state, r"blocks\.\d+")
+    return rename_keys(
+        state,
+        [
+            (r"^vit\.embeddings\.cls_token$", "cls_token"),
+            (r"^vit\.embeddings\.position_embeddings$", "pos_embedding"),
+            (r"^vit\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+            (r"^vit\.layernorm\.", "norm."),
+        ],
+    )
+
+
+@register_converter("hf", "swin_*")
+def _swin_from_hf(state_dict: StateDict) -> StateDict:
+    """SwinForImageClassification: HF merges patches at the end of stage i, we at the start of
+    stage i + 1."""
+    state = _hf_v5(state_dict)
+    state = rename_keys(
+        state,
+        [
+            (r"^swin\.encoder\.layers\.(\d+)\.downsample\.",
+             lambda m: f"stages.{int(m[1]) + 1}.downsample."),
+            (r"^swin\.encoder\.layers\.(\d+)\.blocks\.", r"stages.\1.blocks."),
+            (r"\.attention\.relative_position_bias\.relative_position_bias_table$",
+             ".attn.relative_position_bias_table"),
+        ],
+    )  # fmt: skip
+    state = _hf_attention(state, r"stages\.\d+\.blocks\.\d+")
+    return rename_keys(
+        state,
+        [
+            (r"^swin\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+            (r"^swin\.embeddings\.norm\.", "patch_embed.norm."),
+            (r"^swin\.layernorm\.", "norm."),
+        ],
+    )
+
+
+@register_converter("hf", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+def _resnet_from_hf(state_dict: StateDict) -> StateDict:
+    """ResNetForImageClassification (microsoft/resnet-*): layer.K -> convK+1."""
+    return rename_keys(
+        state_dict,
+        [
+            (r"^resnet\.embedder\.embedder\.convolution\.", "stem.conv."),
+            (r"^resnet\.embedder\.embedder\.normalization\.", "stem.bn."),
+            (r"^resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.", r"stages.\1.\2."),
+            (r"\.shortcut\.convolution\.", ".shortcut.conv."),
+            (r"\.shortcut\.normalization\.", ".shortcut.bn."),
+            (r"\.layer\.(\d)\.convolution\.", lambda m: f".conv{int(m[1]) + 1}.conv."),
+            (r"\.layer\.(\d)\.normalization\.", lambda m: f".conv{int(m[1]) + 1}.bn."),
+            (r"^classifier\.1\.", "classifier."),
+        ],
+    )
+
+
+@register_converter("hf", "convnext_*")
+def _convnext_from_hf(state_dict: StateDict) -> StateDict:
+    """ConvNextForImageClassification (facebook/convnext-*-224)."""
+    return rename_keys(
+        state_dict,
+        [
+            (r"^convnext\.embeddings\.patch_embeddings\.", "stem.0."),
+            (r"^convnext\.layernorm\.", "head_norm."),
+            (r"^convnext\.embeddings\.layernorm\.", "stem.1."),
+            (r"^convnext\.encoder\.stages\.(\d+)\.downsampling_layer\.", r"stages.\1.downsample."),
+            (r"^convnext\.encoder\.stages\.(\d+)\.layers\.", r"stages.\1.blocks."),
+            (r"\.layer_scale_parameter$", ".layer_scale"),
+            (r"\.dwconv\.", ".conv_dw."),
+            (r"\.layernorm\.", ".norm."),
+            (r"\.pwconv1\.", ".mlp.fc1."),
+            (r"\.pwconv2\.", ".mlp.fc2."),
+        ],
+    )

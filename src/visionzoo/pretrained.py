@@ -1,0 +1,328 @@
+"""Pretrained weights from anywhere: torchvision, timm, Hugging Face, or a file on disk.
+
+    load_pretrained(model, "torchvision")             # torchvision's default for this model
+    load_pretrained(model, "torchvision:ResNet50_Weights.IMAGENET1K_V1")
+    load_pretrained(model, "timm:convnext_tiny.fb_in1k")
+    load_pretrained(model, "hf:google/vit-base-patch16-224")
+    load_pretrained(model, "resnet50-0676ba61.pth")   # .pth/.pt/.bin/.safetensors
+
+A file's layout (ours, torchvision's, timm's, transformers') is detected from its keys: every
+registered converter for the model is tried and the one whose result fits exactly is used.
+Files are read without executing pickle code (`torch.load(weights_only=True)`, safetensors).
+
+Downloads go to the libraries' own caches: torchvision's files to `$TORCH_HOME/hub/checkpoints`,
+Hugging Face files (timm's and transformers') to the Hugging Face cache, or to
+`$VISIONZOO_HOME/weights/ORG/NAME/` (default `~/.cache/visionzoo`) for files placed by hand.
+Without a network the user gets one line naming the file, where to put it, and the local-file
+alternative; the network is probed once per host with a short timeout, and `HF_HUB_OFFLINE=1`
+is honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from visionzoo.convert import (
+    WeightMismatchError,
+    check_state_dict,
+    get_converter,
+    known_sources,
+)
+from visionzoo.errors import UserError
+
+StateDict = dict[str, Tensor]
+FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+HF_HOST, TORCHVISION_HOST = "huggingface.co", "download.pytorch.org"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+__all__ = [
+    "Preprocess",
+    "Weights",
+    "fetch_weights",
+    "load_pretrained",
+    "load_state_dict_file",
+    "port_detected",
+]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The evaluation transform the weights were published with."""
+
+    resize: int  # shorter side after resizing (or both sides when `crop` is 0)
+    crop: int  # centre crop side; 0: no crop, the image is resized to resize x resize
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+
+@dataclass
+class Weights:
+    """A fetched checkpoint: its tensors (in the source's layout) and its metadata."""
+
+    spec: str
+    source: str  # the converter to use: "torchvision", "timm", "hf", or "" (detect)
+    state_dict: StateDict = field(repr=False)
+    categories: list[str] | None = None
+    preprocess: Preprocess | None = None
+    accuracy: dict[str, float] = field(default_factory=dict)  # published top-1 / top-5
+
+
+# -- the network, probed once ---------------------------------------------------------------
+
+_NETWORK: dict[str, bool] = {}
+
+
+def network_available(host: str, timeout: float = 3.0) -> bool:
+    """Whether `host` answers on port 443 (asked once per process and host)."""
+    if host == HF_HOST and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    if host not in _NETWORK:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _NETWORK[host] = True
+        except OSError:
+            _NETWORK[host] = False
+    return _NETWORK[host]
+
+
+def weights_dir() -> Path:
+    """Where files placed by hand are looked up: $VISIONZOO_HOME/weights."""
+    home = os.environ.get("VISIONZOO_HOME") or Path.home() / ".cache" / "visionzoo"
+    return Path(home) / "weights"
+
+
+def offline_error(what: str, url: str, folder: Path, filename: str) -> UserError:
+    return UserError(
+        f"no network to download {what} ({url}): put {filename} in {folder}/, "
+        f"or pass a downloaded file: --weights PATH/{filename}"
+    )
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def load_state_dict_file(path: str | Path) -> StateDict:
+    """Tensors from a .safetensors, .pth, .pt or .bin file, never executing pickled code.
+
+    Training checkpoints are unwrapped ({"state_dict": ...}, {"model": ...}) and a
+    DistributedDataParallel "module." prefix is dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no weights file {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle.UnpicklingError and friends: one line, no traceback
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"{path} cannot be read as plain tensors ({first[:160]}); save "
+                "model.state_dict() with torch.save or safetensors"
+            ) from None
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(f"{path} holds no state dict (a mapping of names to tensors)")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def port_detected(model: nn.Module, state_dict: StateDict, sources: list[str] | None = None) -> str:
+    """Load `state_dict` in whichever layout fits (ours, then each source's); return its name."""
+    from visionzoo.models.base import FeatureExtractor
+
+    target = model.model if isinstance(model, FeatureExtractor) else model
+    name = getattr(target, "model_name", None)
+    if name is None:
+        raise UserError("loading weights needs a model built by visionzoo.create_model")
+    attempts: list[str] = []
+    candidates = ["visionzoo"] + (sources or known_sources())
+    for source in candidates:
+        if source == "visionzoo":
+            converted = dict(state_dict)
+        else:
+            try:
+                converted = get_converter(name, source)(dict(state_dict))
+            except WeightMismatchError:
+                continue
+        try:
+            check_state_dict(target, converted, what=f"as {source} weights, the file")
+        except WeightMismatchError as err:
+            attempts.append(str(err))
+            continue
+        target.load_state_dict(converted, strict=True)
+        return source
+    best = min(attempts, key=len) if attempts else f"no converter for {name}"
+    raise UserError(f"the weights fit {name} in no known layout; closest: {best}")
+
+
+# -- sources ------------------------------------------------------------------------------
+
+
+def _torchvision_weights(model_name: str, ref: str) -> Weights:
+    from torchvision.models import get_model_weights, get_weight
+
+    from visionzoo.registry import get_model_info
+
+    info = get_model_info(model_name)
+    ref = ref or info.torchvision_name or ""
+    try:
+        enum = get_weight(ref) if "." in ref else get_model_weights(ref).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        raise UserError(f"torchvision has no weights {ref!r} for {model_name}") from None
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    path = folder / os.path.basename(enum.url)
+    if not path.is_file():
+        if not network_available(TORCHVISION_HOST):
+            raise offline_error(f"torchvision {enum}", enum.url, folder, path.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(enum.url, str(path), progress=True)
+    tf = enum.transforms()
+    interpolation = getattr(tf.interpolation, "value", str(tf.interpolation))
+    preprocess = Preprocess(tf.resize_size[0], tf.crop_size[0], tuple(tf.mean), tuple(tf.std),
+                            interpolation)  # fmt: skip
+    accuracy = {
+        k.lower(): v for k, v in enum.meta.get("_metrics", {}).get("ImageNet-1K", {}).items()
+    }
+    categories = list(enum.meta.get("categories") or []) or None
+    state = load_state_dict_file(path)
+    return Weights(f"torchvision:{enum}", "torchvision", state, categories, preprocess, accuracy)
+
+
+def _hf_file(repo: str, filenames: tuple[str, ...], what: str) -> Path:
+    """The first of `filenames` found in repo's folder here, the Hugging Face cache, or online."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    folder = weights_dir() / repo
+    for filename in filenames:
+        if (folder / filename).is_file():
+            return folder / filename
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return Path(cached)
+    if not network_available(HF_HOST):
+        raise offline_error(what, f"https://huggingface.co/{repo}", folder, filenames[0])
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo, filename))
+        except EntryNotFoundError:
+            continue
+        except RepositoryNotFoundError:
+            raise UserError(f"no Hugging Face repository {repo}") from None
+    raise UserError(f"{repo} has none of {', '.join(filenames)}")
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _timm_weights(model_name: str, ref: str) -> Weights:
+    import timm
+    from timm.data import ImageNetInfo
+
+    from visionzoo.registry import get_model_info
+
+    ref = ref or get_model_info(model_name).timm_name or model_name
+    cfg = timm.models.get_pretrained_cfg(ref)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise UserError(f"timm has no pretrained weights named {ref!r}")
+    if cfg.hf_hub_id:
+        path = _hf_file(cfg.hf_hub_id, WEIGHT_FILES, f"timm {ref}")
+    else:
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        path = folder / os.path.basename(cfg.url)
+        if not path.is_file():
+            if not network_available(TORCHVISION_HOST):
+                raise offline_error(f"timm {ref}", cfg.url, folder, path.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(cfg.url, str(path), progress=True)
+    crop = cfg.input_size[-1]
+    preprocess = Preprocess(int(crop / (cfg.crop_pct or 1.0)), crop, tuple(cfg.mean),
+                            tuple(cfg.std), cfg.interpolation or "bilinear")  # fmt: skip
+    categories = None
+    if cfg.num_classes == 1000:
+        names = ImageNetInfo()
+        categories = [names.index_to_description(i) for i in range(1000)]
+    return Weights(f"timm:{ref}", "timm", load_state_dict_file(path), categories, preprocess)
+
+
+def _hf_preprocess(config: dict) -> Preprocess:
+    size = config.get("size", 224)
+    mean = tuple(config.get("image_mean", IMAGENET_MEAN))
+    std = tuple(config.get("image_std", IMAGENET_STD))
+    interpolation = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(config.get("resample", 2))
+    if isinstance(size, dict) and "shortest_edge" in size:
+        side = size["shortest_edge"]
+        crop_pct = config.get("crop_pct") or 1.0
+        if side >= 384:  # ConvNeXt's processor: no crop from 384 px up
+            return Preprocess(side, 0, mean, std, interpolation or "bicubic")
+        return Preprocess(int(side / crop_pct), side, mean, std, interpolation or "bicubic")
+    side = size["height"] if isinstance(size, dict) else int(size)
+    return Preprocess(side, 0, mean, std, interpolation or "bilinear")
+
+
+def _hf_weights(model_name: str, repo: str) -> Weights:
+    if repo.count("/") != 1:
+        raise UserError(f"hf:{repo}: expected hf:ORG/NAME, e.g. hf:google/vit-base-patch16-224")
+    path = _hf_file(repo, WEIGHT_FILES, f"hf:{repo}")
+    config, preprocess = {}, None
+    for filename in ("config.json", "preprocessor_config.json"):
+        candidate = path.with_name(filename)
+        if not candidate.is_file():
+            try:
+                candidate = _hf_file(repo, (filename,), f"hf:{repo} {filename}")
+            except UserError:
+                continue
+        data = json.loads(candidate.read_text())
+        if filename == "config.json":
+            config = data
+        else:
+            preprocess = _hf_preprocess(data)
+    labels = config.get("id2label") or {}
+    categories = [labels[str(i)] for i in range(len(labels))] if labels else None
+    return Weights(f"hf:{repo}", "hf", load_state_dict_file(path), categories, preprocess)
+
+
+def fetch_weights(model_name: str, spec: str) -> Weights:
+    """The checkpoint named by `spec`, with its metadata (downloaded once, then cached)."""
+    source, _, ref = spec.partition(":")
+    if source == "torchvision":
+        return _torchvision_weights(model_name, ref)
+    if source == "timm":
+        return _timm_weights(model_name, ref)
+    if source == "hf":
+        return _hf_weights(model_name, ref)
+    path = Path(spec).expanduser()
+    if path.suffix in FILE_SUFFIXES or path.exists():
+        return Weights(str(path), "", load_state_dict_file(path))
+    raise UserError(
+        f"unknown weights {spec!r}: use torchvision[:NAME], timm[:NAME], hf:ORG/NAME, "
+        f"or a {'/'.join(FILE_SUFFIXES)} file"
+    )
+
+
+def load_pretrained(model: nn.Module, spec: str | Weights) -> nn.Module:
+    """Load the weights named by `spec` into `model` (built by `create_model`) and return it."""
+    from visionzoo.models.base import FeatureExtractor
+
+    target = model.model if isinstance(model, FeatureExtractor) else model
+    weights = spec if isinstance(spec, Weights) else fetch_weights(target.model_name, spec)
+    sources = [weights.source] if weights.source else None
+    port_detected(model, weights.state_dict, sources)
+    return model
