@@ -273,3 +273,36 @@ def test_features_only_with_out_indices_as_timm():
     import torchvision
 
     port_weights(model, torchvision.models.resnet50().state_dict(), "torchvision")
+
+
+# -- predict from the command line --------------------------------------------------------
+
+
+def test_predict_with_torchvision_weights_matches_torchvision(tmp_path, capsys):
+    """`visionzoo predict resnet18 --weights torchvision photo.png`, offline, on a weight file
+    placed in torchvision's cache: the classes and probabilities torchvision itself gives with
+    the weights' own transforms."""
+    import torchvision
+    from PIL import Image
+
+    from visionzoo.cli import main
+
+    torch.manual_seed(0)
+    ref = randomize(torchvision.models.resnet18())
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(ref.state_dict(), folder / "resnet18-f37072fd.pth")
+    pixels = (torch.rand(300, 400, 3) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+
+    assert main(["predict", "resnet18", "--weights", "torchvision", "--topk", "3",
+                 str(tmp_path / "photo.png")]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()[1:]
+
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    x = weights.transforms()(torch.from_numpy(pixels).permute(2, 0, 1))[None]
+    with torch.no_grad():
+        probs = ref(x).softmax(-1)[0]
+    top = probs.topk(3)
+    expected = [f"{p:7.2%}  {weights.meta['categories'][i]}" for p, i in zip(*top)]
+    assert [line.strip() for line in lines] == [e.strip() for e in expected]

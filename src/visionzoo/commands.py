@@ -45,8 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify your own images with a trained run")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="run folder, or a model name with --weights")
     p.add_argument("images", nargs="+", type=Path)
+    p.add_argument(
+        "--weights",
+        help="published weights for the model named instead of a run: torchvision[:NAME], "
+        "timm[:NAME], hf:ORG/NAME or a file",
+    )
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
@@ -277,11 +282,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from visionzoo.predict import load_input, predict
     from visionzoo.runs import load_run
 
-    run = load_run(args.run)
     if args.topk < 1:
         raise UserError("--topk must be >= 1")
-    batch = torch.cat([load_input(p, run.config) for p in args.images])
-    results = predict(run, batch, args.topk)
+    if args.weights:  # a registered model with published weights, not a run folder
+        from visionzoo.pretrained import classify_images
+
+        results = classify_images(str(args.run), args.weights, args.images, args.topk)
+    else:
+        run = load_run(args.run)
+        batch = torch.cat([load_input(p, run.config) for p in args.images])
+        results = predict(run, batch, args.topk)
     if args.json:
         print(
             json.dumps(

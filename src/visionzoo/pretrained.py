@@ -326,3 +326,51 @@ def load_pretrained(model: nn.Module, spec: str | Weights) -> nn.Module:
     sources = [weights.source] if weights.source else None
     port_detected(model, weights.state_dict, sources)
     return model
+
+
+# -- prediction ---------------------------------------------------------------------------
+
+
+def prepare_image(image: Tensor, pre: Preprocess) -> Tensor:
+    """uint8 (C, H, W) -> float (3, S, S): the weights' resize, centre crop and normalization."""
+    # torchvision's classic functional ops: the ones its weights' ImageClassification runs.
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    if image.shape[0] == 4:  # RGB + alpha: the colour channels
+        image = image[:3]
+    elif image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    mode = InterpolationMode(pre.interpolation)
+    if pre.crop:
+        x = TF.resize(image, [pre.resize], interpolation=mode, antialias=True)
+        x = TF.center_crop(x, [pre.crop])
+    else:
+        x = TF.resize(image, [pre.resize, pre.resize], interpolation=mode, antialias=True)
+    x = x.float() / 255.0
+    return TF.normalize(x, list(pre.mean), list(pre.std))
+
+
+def classify_images(
+    model_name: str, spec: str, paths: list, topk: int = 5
+) -> list[list[tuple[str, float]]]:
+    """Top-`topk` (class name, probability) per image, for `model_name` with published weights."""
+    from visionzoo.predict import read_image
+    from visionzoo.registry import create_model
+
+    weights = fetch_weights(model_name, spec)
+    if not weights.categories:
+        raise UserError(f"{weights.spec} names no classes; predict needs labelled weights")
+    pre = weights.preprocess or Preprocess(256, 224)
+    model = create_model(
+        model_name, num_classes=len(weights.categories), image_size=pre.crop or pre.resize
+    )
+    load_pretrained(model, weights)
+    batch = torch.stack([prepare_image(read_image(p), pre) for p in paths])
+    with torch.no_grad():
+        probs = model.eval()(batch).softmax(-1)
+    top = probs.topk(min(topk, probs.shape[1]), dim=-1)
+    return [
+        [(weights.categories[i], float(p)) for p, i in zip(ps.tolist(), idx.tolist())]
+        for ps, idx in zip(top.values, top.indices)
+    ]
