@@ -54,7 +54,7 @@ def test_every_format_loads_and_bad_files_are_skipped_by_name(tmp_path, capsys):
     assert train.images.shape[1:] == (3, 16, 16) and train.spec.size == 16
     err = capsys.readouterr().err
     assert "skipped 2 unreadable image(s)" in err
-    assert "empty.jpg (empty file" in err and "broken.png" in err and "--strict" in err
+    assert "dog/empty.jpg: empty file" in err and "broken.png" in err and "--strict" in err
     assert err.count("skipped") == 1  # once, not once per split
     with pytest.raises(DatasetError, match=r"2 unreadable image\(s\).*--strict"):
         load_dataset(f"imagefolder:{root}", "train", folder=FolderOptions(16, strict=True))
@@ -256,3 +256,12 @@ def test_train_skips_or_refuses_a_corrupt_photo(tmp_path, capsys):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["preprocess"]["fit"] == "crop" and config["preprocess"]["data_size"] == 32
     assert main(["predict", str(tmp_path / "run"), str(root / "b" / "0.jpg"), "--json"]) == 0
+
+
+def test_catalogue_runs_record_the_chosen_background_and_fit():
+    data = load_dataset(
+        "synthetic", "test", folder=FolderOptions(fit="letterbox", background=(255, 255, 255))
+    )
+    pre = Preprocess.for_model(data.spec, min_size=28)
+    assert (pre.fit, pre.background) == ("letterbox", (255, 255, 255))
+    assert Preprocess.for_model(load_dataset("synthetic", "test").spec, 28).background == (0, 0, 0)

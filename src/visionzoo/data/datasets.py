@@ -62,7 +62,8 @@ def load_dataset(
     folder: FolderOptions | None = None,
 ) -> InMemoryDataset:
     """The `split` ("train" or "test") of a dataset, decoded into memory. `folder` says how
-    an `imagefolder:PATH` is decoded (side, fit, background, strict); others ignore it."""
+    an `imagefolder:PATH` is decoded (side, fit, background, strict); for catalogue datasets
+    only its fit and background count, kept in the spec for `predict` to apply to photos."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name.startswith("imagefolder:"):
@@ -78,6 +79,8 @@ def load_dataset(
         images, labels = _load_cifar_bin(spec, split, data_dir, download_ok)
     else:  # pragma: no cover - catalogue entries are fixed
         raise DatasetError(f"no loader for format {spec.format!r}")
+    if folder is not None:
+        spec = replace(spec, fit=folder.fit, background=tuple(folder.background))
     return InMemoryDataset(images, labels, spec, split)
 
 
@@ -171,7 +174,10 @@ def _imagefolder(
     else:
         train_idx, test_idx = _split_per_class(labels, len(decoded.classes))
     images = torch.from_numpy(decoded.images)  # (N, C, S, S) uint8, memory-mapped
-    mean, std = _channel_stats(images, train_idx)
+    key = (decoded.cache_file, len(train_idx))  # train and test loads share the statistics
+    if decoded.cache_file is None or key not in _STATS:
+        _STATS[key] = _channel_stats(images, train_idx)
+    mean, std = _STATS[key]
     rule = decoded.rule
     spec = replace(
         CATALOGUE["synthetic"],
@@ -195,6 +201,7 @@ def _imagefolder(
 
 
 _WARNED: set = set()  # cache files whose skipped images were already reported
+_STATS: dict = {}  # (cache file, number of training images) -> channel mean and std
 
 
 def _split_per_class(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -210,19 +217,20 @@ def _split_per_class(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
 
 
 def _channel_stats(
-    images: Tensor, indices: Tensor, chunk: int = 512
+    images: Tensor, indices: Tensor, chunk: int = 2048
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] of images[indices], a chunk at a time (never a
-    float copy of the whole set)."""
+    """Per-channel mean and std in [0, 1] of images[indices], exactly, from a histogram of
+    the uint8 values gathered a chunk at a time (never a float copy of the set)."""
     c = images.shape[1]
-    total, sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    counts = torch.zeros(c, 256, dtype=torch.float64)
     for start in range(0, len(indices), chunk):
-        x = images[indices[start : start + chunk]].float().div_(255)
-        total += x.sum((0, 2, 3), dtype=torch.float64)
-        sq += x.square().sum((0, 2, 3), dtype=torch.float64)
-        n += x[:, 0].numel()
-    if n == 0:
+        x = images[indices[start : start + chunk]]  # (b, C, S, S) uint8
+        for ch in range(c):
+            counts[ch] += torch.bincount(x[:, ch].reshape(-1), minlength=256)
+    n = counts.sum(1)
+    if not n.all():
         return (0.5,) * c, (0.25,) * c
-    mean = total / n
-    std = (sq / n - mean.square()).clamp_min(0).sqrt()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    mean = (counts * values).sum(1) / n
+    std = ((counts * values.square()).sum(1) / n - mean.square()).clamp_min(0).sqrt()
     return tuple(mean.tolist()), tuple(max(s, 1e-3) for s in std.tolist())

@@ -73,7 +73,7 @@ class FolderOptions:
 class FolderListing:
     root: Path
     classes: tuple[str, ...]
-    files: list[Path]  # train files first when the folder is pre-split
+    files: list[str]  # paths under root; train files first when the folder is pre-split
     labels: list[int]
     n_train: int | None = None  # pre-split folders: the first n_train files are `train/`
 
@@ -81,9 +81,16 @@ class FolderListing:
         """A hash of every path, size and mtime, and of the decode rule."""
         h = hashlib.sha256(f"{CACHE_VERSION}|{rule_text}|{self.n_train}".encode())
         for f, label in zip(self.files, self.labels):
-            st = f.stat()
-            h.update(f"{f.relative_to(self.root)}|{st.st_size}|{st.st_mtime_ns}|{label}\n".encode())
+            st = os.stat(f)
+            h.update(f"{self.relative(f)}|{st.st_size}|{st.st_mtime_ns}|{label}\n".encode())
         return h.hexdigest()[:24]
+
+    def __post_init__(self) -> None:
+        self._prefix = os.path.join(self.root, "")
+
+    def relative(self, f: str) -> str:
+        p = self._prefix
+        return f[len(p) :] if f.startswith(p) else os.path.relpath(f, self.root)
 
 
 @dataclass
@@ -130,13 +137,16 @@ def list_folder(root: Path, split: bool = True) -> FolderListing:
     return FolderListing(root, classes, files, labels, n_train if pre_split else None)
 
 
-def _images_under(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        f for f in folder.rglob("*")
-        if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
-    )  # fmt: skip
+def _images_under(folder: Path) -> list[str]:
+    """Image files under `folder` (recursively, hidden names skipped), in a stable order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [
+            os.path.join(dirpath, name) for name in filenames
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith(".")
+        ]  # fmt: skip
+    return sorted(found)
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -175,7 +185,7 @@ def _strict_error(skipped: list[tuple[str, str]], root: Path) -> DatasetError:
 def warn_skipped(decoded: DecodedFolder, root: Path, shown: int = 5) -> None:
     if not decoded.skipped:
         return
-    names = ", ".join(f"{p} ({r})" for p, r in decoded.skipped[:shown])
+    names = "; ".join(f"{p}: {r}" for p, r in decoded.skipped[:shown])
     more = f" and {len(decoded.skipped) - shown} more" if len(decoded.skipped) > shown else ""
     print(
         f"visionzoo: warning: skipped {len(decoded.skipped)} unreadable image(s) under {root}: "
@@ -202,8 +212,8 @@ def _read_cache(cache: Path, stem: str, listing: FolderListing) -> DecodedFolder
     )  # fmt: skip
 
 
-def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: str):
-    # Step 1: headers only: size, grayscale, and the files that are not images at all.
+def _scan_headers(listing: FolderListing, options: FolderOptions):
+    """Headers only: the readable files, the decode rule they call for, what was skipped."""
     skipped: list[tuple[str, str]] = []
     ok, sizes, grays = [], [], []
     for i, f in enumerate(listing.files):
@@ -224,9 +234,13 @@ def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: st
         )
     side = options.image_size or min(AUTO_MAX_SIDE, Counter(sizes).most_common(1)[0][0])
     channels = options.channels or (1 if all(grays) else 3)
-    rule = DecodeRule(side, channels, options.fit, tuple(options.background))
+    return ok, DecodeRule(side, channels, options.fit, tuple(options.background)), skipped
 
-    # Step 2: decode at training size straight into the (N, C, S, S) file.
+
+def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: str):
+    ok, rule, skipped = _scan_headers(listing, options)
+    side, channels = rule.side, rule.channels
+    # Decode at training size straight into the (N, C, S, S) file.
     shape = (len(ok), channels, side, side)
     data_file, tmp = _open_output(cache, stem, shape)
     out = (
@@ -272,9 +286,9 @@ def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: st
     )
 
 
-def _skip(listing: FolderListing, f: Path, err: Exception) -> tuple[str, str]:
+def _skip(listing: FolderListing, f: str, err: Exception) -> tuple[str, str]:
     reason = str(err).removeprefix(f"{f}: ")
-    return str(f.relative_to(listing.root)), reason
+    return listing.relative(f), reason
 
 
 def _open_output(cache: Path, stem: str, shape) -> tuple[Path, Path | None]:
@@ -308,7 +322,7 @@ def _prune(cache: Path, stem: str) -> None:
             old.unlink(missing_ok=True)
 
 
-def _decode_all(files: list[Path], rule: DecodeRule, out, tmp, workers: int | None):
+def _decode_all(files: list[str], rule: DecodeRule, out, tmp, workers: int | None):
     """Decode files[i] into out[i]; returns [(i, error)] for the files that failed."""
     n_proc = workers if workers is not None else min(8, os.cpu_count() or 1)
     if n_proc <= 1 or len(files) < PARALLEL_FROM or tmp is None:
@@ -336,7 +350,7 @@ def _decode_job(job) -> list[tuple[int, Exception]]:
         out.flush()
 
 
-def _decode_range(files: Iterable[Path], rule: DecodeRule, out, start: int):
+def _decode_range(files: Iterable[str], rule: DecodeRule, out, start: int):
     failures = []
     for i, f in enumerate(files, start=start):
         try:
