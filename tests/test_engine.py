@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,3 +180,108 @@ def test_adaptive_gradient_clipping_option(tmp_path):
     metrics = fit(TrainConfig(**{**QUICK, "epochs": 1}, agc=0.01), tmp_path / "run", quiet=True)
     assert metrics["test_acc"] > 0.1
     assert json.loads((tmp_path / "run/config.json").read_text())["recipe"]["agc"] == 0.01
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 17: the sync-free, compiled engine (all on CPU; the GPU figures are a benchmark)
+
+
+def test_an_epoch_reads_the_device_once_without_a_progress_bar(tmp_path, monkeypatch):
+    import visionzoo.engine.train as train_mod
+
+    reads = []
+    real = train_mod.EpochMeter.read
+    monkeypatch.setattr(
+        train_mod.EpochMeter, "read", lambda m, s: reads.append(s.step) or real(m, s)
+    )
+    metrics = fit(TrainConfig(**QUICK), tmp_path / "run", quiet=True)
+    assert reads == [metrics["steps"] // 2, metrics["steps"]]  # the two epoch ends, nothing else
+    fit(TrainConfig(**QUICK, checkpoint_every=4), tmp_path / "ck", quiet=True)
+    assert reads[2:4] == [4, 8]  # and before every checkpoint: only finite states are saved
+
+
+def test_nan_between_reads_names_its_exact_step_and_saves_nothing_after_it(tmp_path, monkeypatch):
+    import visionzoo.engine.train as train_mod
+
+    real, calls = train_mod.compute_loss, {"n": 0}
+
+    def poisoned(model, logits, y, smoothing):
+        calls["n"] += 1
+        loss = real(model, logits, y, smoothing)
+        return loss * float("inf") if calls["n"] >= 12 else loss
+
+    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    with pytest.raises(UserError, match=r"at step 12 \(epoch 1, batch 12\), found at step 15"):
+        fit(TrainConfig(**QUICK, checkpoint_every=5), tmp_path / "run", quiet=True)
+    state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
+    assert state["step"] == 10 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_fit_takes_a_model_or_a_builder_and_a_stop_rule(tmp_path):
+    from torch import nn
+
+    def tiny(num_classes, in_channels, image_size, width=8):
+        return nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(), nn.Linear(width * 16, num_classes),
+        )  # fmt: skip
+
+    cfg = TrainConfig(**{**QUICK, "model": "my_tiny_net"}, model_kwargs={"width": 4})
+    metrics = fit(cfg, tmp_path / "b", quiet=True, model=tiny, stop=lambda record: True)
+    config = json.loads((tmp_path / "b/config.json").read_text())
+    assert config["model"] == "my_tiny_net" and config["model_kwargs"] == {"width": 4}
+    assert metrics["epochs"] == 1 and config["status"] == "done"
+    instance = tiny(10, 1, 28)
+    fit(TrainConfig(**{**QUICK, "epochs": 1}), tmp_path / "m", quiet=True, model=instance)
+    saved = load_file(tmp_path / "m/model.safetensors")
+    assert torch.equal(saved["4.weight"], instance[4].weight.detach())
+
+
+def test_gpu_defaults_leave_cpu_runs_as_they_were():
+    from visionzoo.engine.recipes import RECIPES, resolve_recipe
+    from visionzoo.engine.train import channels_last, make_autocast, resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("auto", cuda) == "bf16"
+    assert make_autocast("auto", cpu) is __import__("contextlib").nullcontext
+    assert not channels_last(TrainConfig(), cpu) and channels_last(TrainConfig(), cuda)
+    assert resolve_recipe("auto", "lenet5", "cpu")["recipe"] == "demo"
+    assert resolve_recipe("auto", "lenet5", "cuda")["recipe"] == "demo-gpu"
+    assert resolve_recipe("auto", "resnet20", "cuda:0")["recipe"] == "small-cnn-gpu"
+    for name in ("demo", "small-cnn"):
+        base, big = RECIPES[name], RECIPES[f"{name}-gpu"]
+        assert 512 <= big["batch_size"] <= 2048 and big["lr"] > base["lr"]
+        assert big["warmup_epochs"] >= 1
+
+
+def test_compile_failure_falls_back_to_eager_in_one_line(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no backend here\nsecond line")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    out = io.StringIO()
+    cfg = TrainConfig(**{**QUICK, "epochs": 1}, compile=True)
+    metrics = fit(cfg, tmp_path / "run", console=Console(file=out, width=200))
+    assert "torch.compile failed (RuntimeError: no backend here); training in eager mode" in (
+        out.getvalue()
+    )
+    assert metrics["steps"] == 2000 // 64  # static shapes: the partial last batch is dropped
+    assert metrics["test_acc"] > 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None, reason="inductor on CPU needs a C++ compiler")
+def test_compiled_step_trains_like_the_eager_one(tmp_path):
+    base = {**QUICK, "epochs": 1, "train_subset": 640}
+    eager = fit(TrainConfig(**base), tmp_path / "e", quiet=True)
+    compiled = fit(TrainConfig(**base, compile=True), tmp_path / "c", quiet=True)
+    assert compiled["steps"] == eager["steps"] == 10  # 640 / 64: no partial batch either way
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=0.05)
+    assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.1)

@@ -52,7 +52,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # GPU variants (Goyal et al. 2017: batch x k, lr scaled, linear warm-up). Large batches keep
     # a GPU busy: LeNet-5 at batch 128 is bound by kernel launches, not arithmetic.
     "demo-gpu": dict(
-        epochs=15, batch_size=1024, optimizer="sgd", lr=0.2, weight_decay=5e-4,
+        epochs=15, batch_size=512, optimizer="sgd", lr=0.1, weight_decay=5e-4,
         schedule="cosine", warmup_epochs=1, augment=False, eval_batch_size=5000,
     ),
     "small-cnn-gpu": dict(

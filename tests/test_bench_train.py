@@ -1,0 +1,52 @@
+"""scripts/bench_train.py's GPU mode, run on the CPU with the synthetic dataset and a small
+budget: every measurement is written, the budget is kept, a missed target says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts/bench_train.py"
+
+
+def bench(tmp_path: Path, budget: float, *extra: str) -> tuple[dict, float]:
+    argv = [sys.executable, str(SCRIPT), "gpu", "--device", "cpu", "--dataset", "synthetic",
+            "--budget-s", str(budget), "--no-compile", "--plain-steps", "20", "--quiet",
+            "--out", str(tmp_path), *extra]  # fmt: skip
+    t0 = time.monotonic()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, env=env, timeout=budget + 60)
+    assert done.returncode in (0, 3)  # 3: the watchdog ended the run at the hard limit
+    (path,) = tmp_path.glob("train-*.json")
+    return json.loads(path.read_text()), time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_gpu_mode_measures_everything_in_order_and_writes_the_environment(tmp_path):
+    report, _ = bench(
+        tmp_path, 60, "--lenet-target", "0.9", "--only", "plain_loop,engine_plain_settings,lenet5"
+    )
+    m = report["measurements"]
+    assert report["status"] == "done" and report["environment"]["torch"]
+    assert m["plain_loop"]["images_per_s"] > 0 and m["plain_loop"]["batch_size"] == 128
+    assert m["lenet5"]["reached"] and m["lenet5"]["stopped"] == "target"
+    assert m["lenet5"]["train_seconds_to_target"] > 0 and m["lenet5"]["curve"]
+    assert set(report["ratios"]) == {"engine_plain_settings_vs_plain_loop", "lenet5_vs_plain_loop"}
+
+
+@pytest.mark.slow
+def test_gpu_mode_stops_at_the_budget_and_says_so(tmp_path):
+    report, seconds = bench(
+        tmp_path, 12, "--only", "resnet20,lenet5", "--min-s", "1", "--reserve-s", "1"
+    )
+    m = report["measurements"]
+    assert m["resnet20"]["stopped"] == "budget" and not m["resnet20"]["reached"]
+    assert report["status"].startswith("stopped at the hard budget")  # mid-epoch on 2 cores
+    assert "skipped" in m["lenet5"]  # nothing starts once the budget is spent
+    assert seconds < 12 + 30  # the budget, plus the interpreter's start
