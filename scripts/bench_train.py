@@ -284,7 +284,7 @@ def gpu_plan(args) -> list[tuple[str, Callable]]:
     dev = torch.device(args.device)
     compiled = {"compile": True} if args.compile else {}
     plain = dict(batch_size=128, precision="fp32", channels_last=False, augment=False,
-                 epochs=1, lr=0.05, warmup_epochs=0, eval_batch_size=5000)  # fmt: skip
+                 epochs=3, lr=0.05, warmup_epochs=0, eval_batch_size=5000)  # fmt: skip
     plan = {
         "plain_loop": lambda d: plain_loop(args, dev),
         "engine_plain_settings": lambda d: engine_run(args, dev, "lenet5", plain, 1.1, d),

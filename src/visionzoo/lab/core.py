@@ -200,6 +200,7 @@ class Context:
         from visionzoo.engine.config import TrainConfig
         from visionzoo.engine.fit import fit
         from visionzoo.engine.train import TrainingDiverged
+        from visionzoo.lab.nets import BUILDERS
         from visionzoo.runs import read_metrics
 
         cfg.setdefault("dataset", self.dataset)
@@ -215,6 +216,7 @@ class Context:
                 overwrite=True,
                 quiet=self.quiet,
                 console=self.console,
+                model={fn.__name__: fn for fn in BUILDERS}.get(cfg["model"]),  # None: registry
             )
         except TrainingDiverged as err:  # a result, not a crash: the arm failed to train
             from visionzoo.data import get_spec
