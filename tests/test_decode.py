@@ -143,3 +143,11 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_unknown_fit_is_refused_by_its_flag_name():
+    from visionzoo.data.decode import check_fit
+
+    assert check_fit("letterbox") == "letterbox"
+    with pytest.raises(ImageDecodeError.__mro__[1], match="--image-fit must be crop or letterbox"):
+        check_fit("squash")

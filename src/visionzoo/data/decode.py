@@ -79,7 +79,7 @@ def parse_background(value: str | int | tuple | list | None) -> tuple[int, int, 
 
 def check_fit(fit: str) -> str:
     if fit not in FITS:
-        raise DatasetError(f"--fit must be {' or '.join(FITS)}, got {fit!r}")
+        raise DatasetError(f"--image-fit must be {' or '.join(FITS)}, got {fit!r}")
     return fit
 
 
