@@ -289,11 +289,14 @@ def gpu_plan(args) -> list[tuple[str, Callable]]:
         "plain_loop": lambda d: plain_loop(args, dev),
         "engine_plain_settings": lambda d: engine_run(args, dev, "lenet5", plain, 1.1, d),
         "lenet5": lambda d: engine_run(args, dev, "lenet5", {}, args.lenet_target, d),
-        "lenet5_compiled": lambda d: engine_run(
-            args, dev, "lenet5", compiled, args.lenet_target, d
+        "lenet5_demo_recipe": lambda d: engine_run(
+            args, dev, "lenet5", _recipe("demo"), args.lenet_target, d
         ),
         "resnet20_compiled": lambda d: engine_run(
             args, dev, "resnet20", compiled, args.resnet_target, d
+        ),
+        "lenet5_compiled": lambda d: engine_run(
+            args, dev, "lenet5", compiled, args.lenet_target, d
         ),
         "resnet20": lambda d: engine_run(args, dev, "resnet20", {}, args.resnet_target, d),
     }
@@ -301,10 +304,16 @@ def gpu_plan(args) -> list[tuple[str, Callable]]:
     return [(n, plan[n]) for n in names if n in plan and (args.compile or "compiled" not in n)]
 
 
+def _recipe(name: str) -> dict:
+    from visionzoo.engine.recipes import resolve_recipe
+
+    return resolve_recipe(name)
+
+
 def ratios(measured: dict) -> dict:
     plain = measured.get("plain_loop", {}).get("images_per_s")
     out = {}
-    for name in ("engine_plain_settings", "lenet5", "lenet5_compiled"):
+    for name in ("engine_plain_settings", "lenet5", "lenet5_demo_recipe", "lenet5_compiled"):
         ours = measured.get(name, {}).get("images_per_s")
         if plain and ours:
             out[f"{name}_vs_plain_loop"] = ours / plain

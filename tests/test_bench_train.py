@@ -50,3 +50,24 @@ def test_gpu_mode_stops_at_the_budget_and_says_so(tmp_path):
     assert report["status"].startswith("stopped at the hard budget")  # mid-epoch on 2 cores
     assert "skipped" in m["lenet5"]  # nothing starts once the budget is spent
     assert seconds < 12 + 30  # the budget, plus the interpreter's start
+
+
+@pytest.mark.slow
+def test_leaderboard_runs_a_family_and_resumes(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("leaderboard", SCRIPT.parent / "leaderboard.py")
+    board = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(board)
+    argv = ["--dataset", "synthetic", "--families", "ResNet", "--seeds", "1", "--epochs", "1",
+            "--train-subset", "128", "--device", "cpu", "--out", str(tmp_path), "--quiet",
+            "--threads", "1"]  # fmt: skip
+    board.main(argv)
+    model = board.family_models()["ResNet"]
+    data = json.loads((tmp_path / f"{model}.json").read_text())
+    assert [r["seed"] for r in data["runs"]] == [0] and data["params"] > 0
+    assert data["runs"][0]["recipe"] == "small-cnn"
+    board.main(argv)  # resumable: the seed already there is not trained again
+    assert len(json.loads((tmp_path / f"{model}.json").read_text())["runs"]) == 1
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert f"`{model}`" in md and "ResNet18: 94.9%" in md
