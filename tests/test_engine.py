@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import visionzoo.engine.fit as fit_mod
 from visionzoo.engine.config import TrainConfig
 from visionzoo.engine.fit import fit
 from visionzoo.errors import UserError
@@ -192,12 +193,17 @@ def test_an_epoch_reads_the_device_once_without_a_progress_bar(tmp_path, monkeyp
     reads = []
     real = train_mod.EpochMeter.read
     monkeypatch.setattr(
-        train_mod.EpochMeter, "read", lambda m, s: reads.append(s.step) or real(m, s)
+        train_mod.EpochMeter, "read", lambda m, s, check=True: reads.append(s.batch) or real(m, s)
     )
     metrics = fit(TrainConfig(**QUICK), tmp_path / "run", quiet=True)
-    assert reads == [metrics["steps"] // 2, metrics["steps"]]  # the two epoch ends, nothing else
+    per_epoch = metrics["steps"] // 2
+    assert reads == [per_epoch, per_epoch]  # the two epoch ends, nothing else
     fit(TrainConfig(**QUICK, checkpoint_every=4), tmp_path / "ck", quiet=True)
     assert reads[2:4] == [4, 8]  # and before every checkpoint: only finite states are saved
+    del reads[:]
+    monkeypatch.setattr(fit_mod.TrainProgress, "live", property(lambda self: True))
+    fit(TrainConfig(**{**QUICK, "epochs": 1}, log_every=10), tmp_path / "bar", quiet=True)
+    assert reads == [10, 20, 30, per_epoch]  # a progress bar reads every --log-every batches
 
 
 def test_nan_between_reads_names_its_exact_step_and_saves_nothing_after_it(tmp_path, monkeypatch):

@@ -131,16 +131,20 @@ class EpochMeter:
         self.ok &= finite
         self.good += self.ok
 
-    def read(self, state: TrainState) -> dict[str, float]:
-        """One host sync: the sums, after raising TrainingDiverged if a loss was not finite."""
-        bad = dist.all_reduce_sum((~self.ok).long())[0]  # any rank's NaN stops every rank
+    def read(self, state: TrainState, check: bool = True) -> dict[str, float]:
+        """One host sync: the sums, after raising TrainingDiverged if a loss was not finite.
+
+        Every rank checks at the same steps (the flag is all-reduced: any rank's NaN stops
+        them all); `check=False` reads the sums alone, for rank 0's progress bar."""
+        bad = dist.all_reduce_sum((~self.ok).long())[0] if check else torch.zeros_like(self.good)
         loss, correct, bad, good = torch.cat(
             (self.sums, torch.stack((bad, self.good)).double())
         ).tolist()
         if bad:
             first = self.base + int(good) + 1 if not self.ok.item() else None
             raise TrainingDiverged(self._message(state, first))
-        self.base, self.good = state.step, torch.zeros_like(self.good)
+        if check:
+            self.base, self.good = state.step, torch.zeros_like(self.good)
         state.sums = {"loss": loss, "correct": correct, "seen": self.seen}
         return state.sums
 
@@ -256,8 +260,8 @@ def train_one_epoch(
         if state.ema is not None:
             state.ema.update_parameters(stepper.raw)
         state.step, state.batch = state.step + 1, i + 1
-        if on_step and state.step % cfg.log_every == 0:
-            on_step(state, meter.read(state))
+        if on_step and state.batch % cfg.log_every == 0:
+            on_step(state, meter.read(state, check=dist.world_size() == 1))
         if save_checkpoint and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             meter.read(state)  # checkpoints hold known-finite state only
             save_checkpoint(state)
