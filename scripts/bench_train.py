@@ -12,7 +12,11 @@
    the process; the JSON is rewritten after every measurement): a plain PyTorch loop (LeNet-5,
    data on the device, eager fp32, batch 128, SGD) against the engine at the same settings and
    at its defaults (--recipe auto, bf16, channels_last, compiled); time to 91% (LeNet-5) and
-   to 94% (ResNet-20), stopping at the budget if not reached; images/s; peak memory.
+   to 94% (ResNet-20), stopping at the budget if not reached; images/s; peak memory. In order:
+   plain_loop, engine_plain_settings, lenet5 (demo-gpu, eager), lenet5_demo_recipe (batch
+   128), resnet20_compiled (small-cnn-gpu), lenet5_compiled, resnet20_small_cnn_recipe
+   (batch 128, eager), resnet20_compiled_cudagraphs (mode reduce-overhead); `--only` picks
+   some.
 
 Results go to results/train_bench/ (GPU mode: results/gpu/) with the environment. Usage:
     python scripts/bench_train.py throughput [--models lenet5,resnet20] [--steps 60] [--rounds 3]
@@ -298,7 +302,17 @@ def gpu_plan(args) -> list[tuple[str, Callable]]:
         "lenet5_compiled": lambda d: engine_run(
             args, dev, "lenet5", compiled, args.lenet_target, d
         ),
-        "resnet20": lambda d: engine_run(args, dev, "resnet20", {}, args.resnet_target, d),
+        "resnet20_small_cnn_recipe": lambda d: engine_run(
+            args, dev, "resnet20", _recipe("small-cnn"), args.resnet_target, d
+        ),
+        "resnet20_compiled_cudagraphs": lambda d: engine_run(
+            args,
+            dev,
+            "resnet20",
+            {**compiled, "compile_mode": "reduce-overhead"},
+            args.resnet_target,
+            d,
+        ),  # fmt: skip
     }
     names = args.only.split(",") if args.only else list(plan)
     return [(n, plan[n]) for n in names if n in plan and (args.compile or "compiled" not in n)]

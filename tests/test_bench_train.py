@@ -43,10 +43,20 @@ def test_gpu_mode_measures_everything_in_order_and_writes_the_environment(tmp_pa
 @pytest.mark.slow
 def test_gpu_mode_stops_at_the_budget_and_says_so(tmp_path):
     report, seconds = bench(
-        tmp_path, 12, "--only", "resnet20,lenet5", "--min-s", "1", "--reserve-s", "1"
+        tmp_path,
+        12,
+        "--only",
+        "resnet20_small_cnn_recipe,lenet5",
+        "--min-s",
+        "1",
+        "--reserve-s",
+        "1",
     )
     m = report["measurements"]
-    assert m["resnet20"]["stopped"] == "budget" and not m["resnet20"]["reached"]
+    assert (
+        m["resnet20_small_cnn_recipe"]["stopped"] == "budget"
+        and not m["resnet20_small_cnn_recipe"]["reached"]
+    )
     assert report["status"].startswith("stopped at the hard budget")  # mid-epoch on 2 cores
     assert "skipped" in m["lenet5"]  # nothing starts once the budget is spent
     assert seconds < 12 + 30  # the budget, plus the interpreter's start

@@ -76,6 +76,9 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool | None = None  # NHWC memory layout (None: on for CUDA, off elsewhere)
     compile: bool = False  # compile the whole training step; eager with a message if it fails
+    # torch.compile mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune" (slow to
+    # compile), "max-autotune-no-cudagraphs"
+    compile_mode: str = "default"
     deterministic: bool = False  # deterministic kernels (for bit-exact resume on CUDA; slower)
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     eval_batch_size: int = 1000  # evaluation is cheap per image; large batches amortise overhead
@@ -155,6 +158,10 @@ class TrainConfig:
                 self.precision in ("auto", "fp32", "bf16", "fp16"),
                 f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
             ),
+            (
+                self.compile_mode in COMPILE_MODES,
+                f"--compile-mode must be {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}",
+            ),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (
                 0 <= self.label_smoothing < 1,
@@ -186,6 +193,7 @@ class TrainConfig:
 
 
 LOADERS = ("memory", "workers")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Options that count something: at least 1, or at least 0 (None, where allowed, means "default").
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "accumulate", "log_every",
             "image_size", "train_subset", "threads")  # fmt: skip

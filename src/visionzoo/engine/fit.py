@@ -408,7 +408,7 @@ def _json_line(record: dict[str, Any]) -> str:
 # what it computes as it was.
 RESUME_MAY_CHANGE = (
     "epochs", "device", "threads", "workers", "data_dir", "download", "eval_batch_size",
-    "log_every", "checkpoint_every", "tensorboard",
+    "log_every", "checkpoint_every", "tensorboard", "compile_mode",
 )  # fmt: skip
 
 

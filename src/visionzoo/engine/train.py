@@ -177,7 +177,7 @@ class Stepper:
 
             self.clip_params = agc_parameters(self.raw)
         self.log = log or (lambda message: None)
-        self.compiled = torch.compile(self.step) if cfg.compile else None
+        self.compiled = torch.compile(self.step, mode=cfg.compile_mode) if cfg.compile else None
         self.trusted = False
 
     def __call__(self, x: Tensor, y: Tensor, meter: EpochMeter) -> None:
