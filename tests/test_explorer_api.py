@@ -15,12 +15,10 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from visionzoo import runs as runs_mod  # noqa: E402
 from visionzoo.explorer.data import Explorer  # noqa: E402
 from visionzoo.explorer.server import MAX_UPLOAD_BYTES, create_app  # noqa: E402
 from visionzoo.registry import create_model, list_models  # noqa: E402
-
-runs_mod = pytest.importorskip("visionzoo.runs")
-pytest.importorskip("visionzoo.predict")
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 PRE = dict(image_size=32, in_channels=1, mean=[0.1307], std=[0.3081], resize=None, pad=2)
@@ -159,7 +157,6 @@ def test_model_card(client):
 
 
 def test_profile(client):
-    pytest.importorskip("visionzoo.bench.profile")
     p = client.get("/api/models/lenet5/profile").json()
     assert p["params"] == 61_706 and p["flops"] > 0 and p["depth"] > 0
     assert p["stages"] and {"name", "output_shape", "params", "flops"} <= set(p["stages"][0])

@@ -23,11 +23,9 @@ if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
-runs_mod = pytest.importorskip("visionzoo.runs")
-pytest.importorskip("visionzoo.predict")
-
 from PIL import Image  # noqa: E402
 
+from visionzoo import runs as runs_mod  # noqa: E402
 from visionzoo.explorer.server import create_app  # noqa: E402
 from visionzoo.registry import create_model  # noqa: E402
 
