@@ -42,24 +42,15 @@ def test_gpu_mode_measures_everything_in_order_and_writes_the_environment(tmp_pa
 
 @pytest.mark.slow
 def test_gpu_mode_stops_at_the_budget_and_says_so(tmp_path):
-    report, seconds = bench(
-        tmp_path,
-        12,
-        "--only",
-        "resnet20_small_cnn_recipe,lenet5",
-        "--min-s",
-        "1",
-        "--reserve-s",
-        "1",
+    only = "resnet20_small_cnn_recipe,lenet5"
+    report, seconds = bench(tmp_path, 25, "--only", only, "--min-s", "1", "--reserve-s", "1")
+    resnet, lenet = (
+        report["measurements"]["resnet20_small_cnn_recipe"],
+        report["measurements"]["lenet5"],
     )
-    m = report["measurements"]
-    assert (
-        m["resnet20_small_cnn_recipe"]["stopped"] == "budget"
-        and not m["resnet20_small_cnn_recipe"]["reached"]
-    )
-    assert report["status"].startswith("stopped at the hard budget")  # mid-epoch on 2 cores
-    assert "skipped" in m["lenet5"]  # nothing starts once the budget is spent
-    assert seconds < 12 + 30  # the budget, plus the interpreter's start
+    assert resnet["stopped"] == "budget" and not resnet["reached"]  # 30 epochs: ~15 min here
+    assert "skipped" in lenet  # nothing starts once the budget is spent
+    assert seconds < 25 + 40  # the budget, plus the interpreter's start under load
 
 
 @pytest.mark.slow

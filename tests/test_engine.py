@@ -279,6 +279,7 @@ def test_compile_failure_falls_back_to_eager_in_one_line(tmp_path, monkeypatch):
         out.getvalue()
     )
     assert metrics["steps"] == 2000 // 64  # static shapes: the partial last batch is dropped
+    assert metrics["compiled"] is False
     assert metrics["test_acc"] > 0.3
 
 
@@ -289,5 +290,6 @@ def test_compiled_step_trains_like_the_eager_one(tmp_path):
     eager = fit(TrainConfig(**base), tmp_path / "e", quiet=True)
     compiled = fit(TrainConfig(**base, compile=True), tmp_path / "c", quiet=True)
     assert compiled["steps"] == eager["steps"] == 10  # 640 / 64: no partial batch either way
+    assert compiled["compiled"] and not eager["compiled"]
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=0.05)
     assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.1)

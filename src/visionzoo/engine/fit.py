@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -184,7 +185,9 @@ def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
     if device.type == "cuda":  # TF32 for what autocast leaves in fp32, unless fp32 was asked
         tf32 = cfg.precision != "fp32"
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        with contextlib.suppress(RuntimeError):  # raised where a library set the new TF32 API
+            torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = not cfg.deterministic
 
 
@@ -370,6 +373,7 @@ def finish(s: Session) -> dict[str, Any]:
         "steps": s.state.step,
         "train_seconds": s.train_seconds,
         "weights": "ema" if ema is not None else "final",
+        "compiled": s.stepper.compiled is not None,  # False after a fallback to eager
     }
     if s.run.enabled:
         with s.run.saving():
