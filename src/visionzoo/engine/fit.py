@@ -461,8 +461,8 @@ def _resume(state: TrainState, path: Path, cfg: TrainConfig) -> None:
     for group, base, factor in zip(
         state.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
     ):
-        lr = base * factor(scheduler.last_epoch)
-        if isinstance(group["lr"], torch.Tensor):  # --compile: filled in place
-            group["lr"].fill_(lr)
+        lr = float(base * factor(scheduler.last_epoch))
+        if isinstance(group["lr"], torch.Tensor):  # --compile: beside the weights (loaded on CPU)
+            group["lr"] = torch.tensor(lr, device=group["params"][0].device)
         else:
             group["lr"] = lr
