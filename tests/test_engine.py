@@ -206,7 +206,10 @@ def test_an_epoch_reads_the_device_once_without_a_progress_bar(tmp_path, monkeyp
     assert reads == [10, 20, 30, per_epoch]  # a progress bar reads every --log-every batches
 
 
-def test_nan_between_reads_names_its_exact_step_and_saves_nothing_after_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("accumulate, step", [(1, 12), (2, 6)])  # 2 losses per step
+def test_nan_between_reads_names_its_exact_step_and_saves_nothing_after_it(
+    tmp_path, monkeypatch, accumulate, step
+):
     import visionzoo.engine.train as train_mod
 
     real, calls = train_mod.compute_loss, {"n": 0}
@@ -217,10 +220,14 @@ def test_nan_between_reads_names_its_exact_step_and_saves_nothing_after_it(tmp_p
         return loss * float("inf") if calls["n"] >= 12 else loss
 
     monkeypatch.setattr(train_mod, "compute_loss", poisoned)
-    with pytest.raises(UserError, match=r"at step 12 \(epoch 1, batch 12\), found at step 15"):
-        fit(TrainConfig(**QUICK, checkpoint_every=5), tmp_path / "run", quiet=True)
+    found = 15 if accumulate == 1 else 10
+    with pytest.raises(UserError, match=rf"at step {step} \(epoch 1, batch {step}\), found at "
+                       rf"step {found}"):  # fmt: skip
+        cfg = TrainConfig(**QUICK, checkpoint_every=5, accumulate=accumulate)
+        fit(cfg, tmp_path / "run", quiet=True)
     state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
-    assert state["step"] == 10 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert state["step"] == found - 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 def test_fit_takes_a_model_or_a_builder_and_a_stop_rule(tmp_path):

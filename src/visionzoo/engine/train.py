@@ -129,6 +129,8 @@ class EpochMeter:
     def add(self, loss_sum: Tensor, correct: Tensor, finite: Tensor) -> None:
         self.sums += torch.stack((loss_sum.detach().double(), correct.double()))
         self.ok &= finite
+
+    def end_step(self) -> None:
         self.good += self.ok
 
     def read(self, state: TrainState, check: bool = True) -> dict[str, float]:
@@ -215,6 +217,7 @@ class Stepper:
             target = ym.argmax(1) if ym.dim() == 2 else ym
             correct = (logits.detach().argmax(1) == target).sum()
             meter.add(loss.detach() * len(ym), correct, torch.isfinite(loss.detach()))
+        meter.end_step()
         self.update(model, optimizer, scaler)
 
     def update(self, model: nn.Module, optimizer, scaler) -> None:
