@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: st
     side, channels = rule.side, rule.channels
     # Decode at training size straight into the (N, C, S, S) file.
     shape = (len(ok), channels, side, side)
-    data_file, tmp = _open_output(cache, stem, shape)
+    tmp = _open_output(cache, stem, shape)
     out = (
         np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
         if tmp is not None
@@ -266,24 +267,34 @@ def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: st
         for dst, src in enumerate(kept):
             out[dst] = out[src]
         shape = (len(kept), *shape[1:])
-    if tmp is not None:
-        out.flush()
-        del out
-        os.truncate(tmp, int(np.prod(shape)))
-        os.replace(tmp, data_file)
-        meta = {
-            "root": str(listing.root), "shape": list(shape), "side": side, "channels": channels,
-            "fit": rule.fit, "background": list(rule.background), "labels": labels.tolist(),
-            "is_train": is_train.tolist(), "skipped": skipped,
-        }  # fmt: skip
-        _write_meta(cache / f"{stem}.json", meta)
-        _prune(cache, stem)
-        images = np.memmap(data_file, dtype=np.uint8, mode="c", shape=shape)
-    else:
-        images, data_file = out[: shape[0]], None
-    return DecodedFolder(
-        images, labels, is_train, listing.classes, rule, n_train is not None, skipped, data_file
-    )
+    decoded = DecodedFolder(
+        np.empty((0, *shape[1:]), np.uint8), labels, is_train, listing.classes, rule,
+        n_train is not None, skipped,
+    )  # fmt: skip
+    if tmp is None:
+        decoded.images = out[: shape[0]]
+        return decoded
+    out.flush()
+    del out  # unmapped before the file is cut to the rows kept
+    return _commit_cache(decoded, listing.root, tmp, cache, stem, shape)
+
+
+def _commit_cache(decoded: DecodedFolder, root: Path, tmp: Path, cache: Path, stem: str, shape):
+    """Rename the filled temporary file into place, then its metadata; map it read-only."""
+    os.truncate(tmp, int(np.prod(shape)))
+    data_file = cache / f"{stem}.u8"
+    os.replace(tmp, data_file)
+    rule = decoded.rule
+    meta = {
+        "root": str(root), "shape": list(shape), "side": rule.side, "channels": rule.channels,
+        "fit": rule.fit, "background": list(rule.background), "labels": decoded.labels.tolist(),
+        "is_train": decoded.is_train.tolist(), "skipped": decoded.skipped,
+    }  # fmt: skip
+    _write_meta(cache / f"{stem}.json", meta)
+    _prune(cache, stem)
+    decoded.images = np.memmap(data_file, dtype=np.uint8, mode="c", shape=shape)
+    decoded.cache_file = data_file
+    return decoded
 
 
 def _skip(listing: FolderListing, f: str, err: Exception) -> tuple[str, str]:
@@ -291,21 +302,21 @@ def _skip(listing: FolderListing, f: str, err: Exception) -> tuple[str, str]:
     return listing.relative(f), reason
 
 
-def _open_output(cache: Path, stem: str, shape) -> tuple[Path, Path | None]:
-    """The cache file to create, and a temporary name to fill it under (None: no cache)."""
+def _open_output(cache: Path, stem: str, shape) -> Path | None:
+    """A temporary file of the cache's size to decode into (None: no cache, decode in RAM)."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{stem}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
             f.truncate(int(np.prod(shape)))
-        return cache / f"{stem}.u8", tmp
+        return tmp
     except OSError as err:
         print(
             f"visionzoo: warning: cannot write the decoded-image cache in {cache} ({err}); "
             "decoding in memory (set VISIONZOO_CACHE to a writable folder)",
             file=sys.stderr,
         )
-        return cache / f"{stem}.u8", None
+        return None
 
 
 def _write_meta(path: Path, meta: dict) -> None:
@@ -314,12 +325,19 @@ def _write_meta(path: Path, meta: dict) -> None:
     os.replace(tmp, path)
 
 
-def _prune(cache: Path, stem: str) -> None:
-    """Remove this folder's older caches (same root hash, another content key)."""
+def _prune(cache: Path, stem: str, stale_s: float = 3600) -> None:
+    """Remove this folder's older caches (same root hash, another content key), and the
+    temporary files of builds that were killed more than `stale_s` ago."""
     prefix = stem.split("-")[0]
     for old in cache.glob(f"{prefix}-*"):
         if not old.name.startswith(stem):
             old.unlink(missing_ok=True)
+    for tmp in cache.glob(f".{prefix}-*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > stale_s:
+                tmp.unlink()
+        except OSError:
+            continue
 
 
 def _decode_all(files: list[str], rule: DecodeRule, out, tmp, workers: int | None):
