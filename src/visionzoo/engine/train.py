@@ -111,7 +111,7 @@ def compute_loss(model: nn.Module, logits: Tensor, y: Tensor, label_smoothing: f
 class EpochMeter:
     """The epoch's loss and accuracy sums and the finite-loss flag, kept on the device.
 
-    Nothing here synchronises the host except `read`, called every `--log-every` steps while a
+    Nothing here synchronises the host except `read`, called every `--log-every` batches while a
     progress bar shows, before every checkpoint and at the end of the epoch. `good` counts the
     steps since `base` whose loss (and every loss before it) was finite, so the first bad step
     is known exactly without reading the flag at each step.
@@ -189,6 +189,7 @@ class Stepper:
             return self.compiled(x, y, meter)
         model, optimizer = self.raw, self.state.optimizer
         saved = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+        tallies = [t.clone() for t in (meter.sums, meter.ok, meter.good)]
         try:
             self.compiled(x, y, meter)
             self.trusted = True  # compiled and ran once: no more snapshots
@@ -200,6 +201,8 @@ class Stepper:
             model.load_state_dict(saved[0])
             optimizer.load_state_dict(saved[1])
             optimizer.zero_grad(set_to_none=True)
+            for tally, value in zip((meter.sums, meter.ok, meter.good), tallies):
+                tally.copy_(value)
             self.compiled = None
             self.step(x, y, meter)
 
