@@ -306,3 +306,24 @@ def test_predict_with_torchvision_weights_matches_torchvision(tmp_path, capsys):
     top = probs.topk(3)
     expected = [f"{p:7.2%}  {weights.meta['categories'][i]}" for p, i in zip(*top)]
     assert [line.strip() for line in lines] == [e.strip() for e in expected]
+
+
+# -- ONNX ---------------------------------------------------------------------------------
+
+
+def test_onnx_has_dynamic_height_and_width_and_holds_its_weights(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from visionzoo.bench.export import onnx_session, to_onnx
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10).eval()
+    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "resnet18.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["resnet18.onnx"]  # no .onnx.data beside it
+    session = onnx_session(path)
+    assert ort is not None and len(session.get_inputs()[0].shape) == 4
+    for shape in ((1, 3, 64, 64), (3, 3, 96, 80), (2, 3, 45, 130)):
+        x = torch.randn(*shape)
+        got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+        with torch.no_grad():
+            torch.testing.assert_close(got, model(x), rtol=0, atol=1e-4)

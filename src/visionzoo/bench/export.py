@@ -3,8 +3,10 @@
 `export_model(model, "onnx", x)` writes the file, runs it with onnxruntime (ONNX) or by
 loading the saved ExportedProgram (torch.export), and returns the largest absolute logit
 difference from the eager model. ONNX is exported with the dynamo exporter (torch.export +
-onnxscript) with a dynamic batch dimension, falling back to the TorchScript exporter when
-that fails; the result says which one wrote the file.
+onnxscript) with dynamic batch, height and width where the model allows them (a dynamic batch
+only for fixed-size models such as ViTs), falling back to the TorchScript exporter when that
+fails; the result says which one wrote the file. Weights stay inside the .onnx file below
+2 GB (protobuf's limit).
 """
 
 from __future__ import annotations
@@ -78,15 +80,46 @@ def _batch_of_two(x: Tensor) -> Tensor:
     return x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).clone()
 
 
-def export_program(model: nn.Module, x: Tensor) -> torch.export.ExportedProgram:
-    """`torch.export.export` with a dynamic batch dimension (static if that fails)."""
-    x = _batch_of_two(x)
+def dynamic_shape_options(model: nn.Module, x: Tensor) -> list[dict | None]:
+    """The dynamic shapes to try, most dynamic first: batch, height and width; batch only;
+    none. Height and width start one pixel above the model's smallest input: at that size
+    the last map is 1x1, a size torch.export specializes."""
     batch = torch.export.Dim("batch", min=1, max=4096)
+    contract = getattr(model, "input_contract", None)
+    low = (contract().min_size if contract else 1) + 1
+    options: list[dict | None] = [{"x": {0: batch}}, None]
+    if min(x.shape[-2:]) >= low:
+        h = torch.export.Dim("height", min=low, max=4096)
+        w = torch.export.Dim("width", min=low, max=4096)
+        options.insert(0, {"x": {0: batch, 2: h, 3: w}})
+    return options
+
+
+def export_program(
+    model: nn.Module, x: Tensor, dynamic_size: bool = True
+) -> torch.export.ExportedProgram:
+    """`torch.export.export` with dynamic batch, height and width where the model allows it
+    (ViTs, whose position embeddings fix the size, keep a fixed size), else fewer."""
+    x = _batch_of_two(x)
+    options = dynamic_shape_options(model, x)
+    if not dynamic_size:
+        options = options[-2:]
     with _quiet():
-        try:
-            return torch.export.export(model.eval(), (x,), dynamic_shapes={"x": {0: batch}})
-        except Exception:  # noqa: BLE001 - some models pin the batch size; export them as is
-            return torch.export.export(model.eval(), (x,))
+        for shapes in options[:-1]:
+            try:
+                return torch.export.export(model.eval(), (x,), dynamic_shapes=shapes)
+            except Exception:  # noqa: BLE001 - the model pins this size; try a less dynamic one
+                continue
+        return torch.export.export(model.eval(), (x,))
+
+
+# protobuf's limit: larger models keep their weights in a .onnx.data file beside the graph
+ONNX_SINGLE_FILE_LIMIT = 2 * 1024**3 - 64 * 1024**2
+
+
+def _weight_bytes(model: nn.Module) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _write_onnx(
@@ -108,6 +141,7 @@ def _write_onnx(
                         (x,),
                         str(path),
                         dynamo=True,
+                        external_data=_weight_bytes(model) >= ONNX_SINGLE_FILE_LIMIT,
                         input_names=["x"],
                         output_names=["logits"],
                         verbose=False,
@@ -131,7 +165,9 @@ def _write_onnx(
 def to_onnx(
     model: nn.Module, x: Tensor, path: str | Path | None = None, exporter: str = "auto"
 ) -> Path:
-    """Write `model` to ONNX with a dynamic batch dimension; returns the path.
+    """Write `model` to ONNX with dynamic batch, height and width where the model allows it
+    (dynamo exporter; the TorchScript fallback keeps a fixed size); returns the path. The
+    weights are inside the file below 2 GB, in `path.data` beside it above.
 
     `exporter`: "dynamo" (torch.export + onnxscript), "torchscript", or "auto" (dynamo,
     then TorchScript if it fails).

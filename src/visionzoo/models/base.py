@@ -57,7 +57,7 @@ def check_image_batch(x: Tensor, contract: InputContract) -> Tensor:
         raise ValueError(
             f"{name} was built for {contract.in_channels} input channels, got {x.shape[1]}"
         )
-    h, w = int(x.shape[-2]), int(x.shape[-1])
+    h, w = x.shape[-2], x.shape[-1]  # no int(): torch.export keeps symbolic sizes symbolic
     if min(h, w) < contract.min_size:
         hint = "; for small images build it with small_input=True" if contract.small_hint else ""
         raise InputTooSmallError(
