@@ -2,7 +2,7 @@
 # One command for a GPU machine: the `gpu`-marked tests, then the engine, CLI, distributed
 # and bench tests with CUDA visible (every test there that compares CPU figures pins the CPU).
 #
-#   scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--data DIR]
+#   scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--data DIR] [--only gpu|engine-bench]
 #
 # OUT_DIR   receives gpu_check.log (everything printed), env.txt and one JUnit XML per phase.
 # --wheels  a folder of wheels for what the machine lacks (pytest, rich, ...); installed with
@@ -11,21 +11,24 @@
 #             pip download -d WHEELS --only-binary=:all: --no-deps pytest pluggy iniconfig \
 #               packaging pytest-timeout rich markdown-it-py mdurl pygments
 # --data    a folder with dataset files (e.g. the Fashion-MNIST IDX files): $VISIONZOO_DATA.
+# --only    one phase: `gpu` (tests/test_gpu.py, about 40 s on an H200) or `engine-bench`.
 #
 # Runs from a source checkout without installing it (PYTHONPATH=src). Explorer tests are
 # left out where FastAPI is missing; ONNX export tests where onnxruntime is. Exit status:
 # non-zero if any phase failed.
 set -uo pipefail
 
-usage="usage: scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--data DIR]"
+usage="usage: scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--data DIR] [--only PHASE]"
 out=${1:?$usage}
 shift
 wheels=""
 data=""
+only=""
 while [ $# -gt 0 ]; do
   case $1 in
     --wheels) wheels=$(realpath "$2"); shift 2 ;;
     --data) data=$(realpath "$2"); shift 2 ;;
+    --only) only=$2; shift 2 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done
@@ -77,11 +80,14 @@ status=0
 phase() {
   local name=$1
   shift
+  [ -z "$only" ] || [ "$only" = "$name" ] || return 0
   echo
   echo "== $name: $*  ($((SECONDS - start)) s)"
   $PY -m pytest -q -p no:cacheprovider -rfEs --junitxml "$out/$name.xml" "$@" || status=1
 }
-phase gpu -m gpu tests "${ignore[@]}"
+gpu_tests=(tests "${ignore[@]}")
+[ "$only" = gpu ] && gpu_tests=(tests/test_gpu.py)  # no collection of the whole suite
+phase gpu -m gpu "${gpu_tests[@]}"
 phase engine-bench -m "$deselect" tests/test_engine.py tests/test_cli.py \
   tests/test_distributed.py tests/test_bench.py
 echo
