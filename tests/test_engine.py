@@ -263,7 +263,8 @@ def test_gpu_defaults_leave_cpu_runs_as_they_were():
     assert resolve_recipe("auto", "resnet20", "cuda:0")["recipe"] == "small-cnn-gpu"
     for name in ("demo", "small-cnn"):
         base, big = RECIPES[name], RECIPES[f"{name}-gpu"]
-        assert 512 <= big["batch_size"] <= 2048 and big["lr"] > base["lr"]
+        assert 256 <= big["batch_size"] <= 2048 and big["lr"] > base["lr"]
+        assert big["lr"] / big["batch_size"] <= base["lr"] / base["batch_size"]  # linear at most
         assert big["warmup_epochs"] >= 1
 
 

@@ -49,10 +49,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         epochs=10, batch_size=64, optimizer="sgd", lr=0.01, weight_decay=1e-4,
         schedule="cosine", warmup_epochs=0, freeze_epochs=2, layer_decay=0.7, augment=True,
     ),
-    # GPU variants (Goyal et al. 2017: batch x k, lr scaled, linear warm-up). Large batches keep
-    # a GPU busy: LeNet-5 at batch 128 is bound by kernel launches, not arithmetic.
+    # GPU variants (Goyal et al. 2017: batch x k, lr x k, linear warm-up): fewer, larger steps
+    # for a GPU that LeNet-5 at batch 128 leaves bound by kernel launches. LeNet-5 has no
+    # batch norm and loses accuracy beyond batch 256 (measured on CPU, Fashion-MNIST: 91.06% at
+    # epoch 10 with 256; 90.61% after 15 epochs with 512 and lr 0.1).
     "demo-gpu": dict(
-        epochs=15, batch_size=512, optimizer="sgd", lr=0.1, weight_decay=5e-4,
+        epochs=15, batch_size=256, optimizer="sgd", lr=0.1, weight_decay=5e-4,
         schedule="cosine", warmup_epochs=1, augment=False, eval_batch_size=5000,
     ),
     "small-cnn-gpu": dict(
