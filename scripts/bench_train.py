@@ -181,13 +181,23 @@ class Report:
     """The results file: rewritten (atomically) after every measurement, and by the watchdog."""
 
     def __init__(self, path: Path, header: dict) -> None:
-        self.path, self.data, self.lock = path, {**header, "measurements": {}}, threading.Lock()
+        self.path, self.data, self.lock = path, {**header, "measurements": {}}, threading.RLock()
         self.current: str | None = None
         self.write()
 
     def add(self, name: str, result: dict) -> None:
-        self.data["measurements"][name] = result
-        self.write()
+        with self.lock:
+            self.data["measurements"][name] = result
+            self.write()
+
+    def epoch(self, curve: list[dict], target: float) -> None:
+        """The running measurement's curve so far: kept if the hard limit cuts it off."""
+        reached = next((r for r in curve if r["test_acc"] >= target), None)
+        partial = {"running": True, "target": target, "reached": reached is not None,
+                   "train_seconds_to_target": reached and reached["train_seconds"],
+                   "wall_s_to_target": reached and reached["wall_s"], "curve": curve}  # fmt: skip
+        if self.current is not None:
+            self.add(self.current, partial)
 
     def write(self) -> None:
         with self.lock:
@@ -195,6 +205,9 @@ class Report:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.data, indent=1, default=str))
             os.replace(tmp, self.path)
+
+
+REPORT: Report | None = None  # the GPU mode's results file, for engine_run's epoch records
 
 
 def sync(device: torch.device) -> None:
@@ -252,6 +265,8 @@ def engine_run(args, device, model: str, overrides: dict, target: float, deadlin
 
     def stop(record: dict) -> bool:
         curve.append({k: record[k] for k in CURVE_KEYS})
+        if REPORT is not None:
+            REPORT.epoch(curve, target)
         return record["test_acc"] >= target or time.monotonic() > deadline
 
     if device.type == "cuda":
@@ -338,8 +353,9 @@ def gpu_bench(args) -> Path:
     start = time.monotonic()
     hard, soft = start + args.budget_s, start + args.budget_s - args.reserve_s
     path = Path(args.out) / f"train-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    report = Report(path, {"budget_s": args.budget_s, "args": vars(args),
-                           "environment": environment(), "status": "running"})  # fmt: skip
+    global REPORT
+    report = REPORT = Report(path, {"budget_s": args.budget_s, "args": vars(args),
+                                    "environment": environment(), "status": "running"})  # fmt: skip
     watchdog = threading.Timer(args.budget_s, _stop_everything, (report, start))
     watchdog.daemon = True
     watchdog.start()
@@ -367,16 +383,23 @@ def gpu_bench(args) -> Path:
 
 def _stop_everything(report: Report, start: float) -> None:
     """The hard limit: whatever runs now is cut off; what was measured is already written."""
+    with report.lock:
+        _cut_off(report, start)
+    print(f"budget reached: wrote {report.path}", flush=True)
+    os._exit(3)
+
+
+def _cut_off(report: Report, start: float) -> None:
     measured = report.data["measurements"]
-    if report.current is not None and report.current not in measured:
-        measured[report.current] = {"reached": False, "stopped": "budget", "cut_off": CUT_OFF}
+    running = measured.get(report.current) if report.current is not None else None
+    if report.current is not None and (running is None or running.get("running")):
+        measured[report.current] = {"reached": False, **(running or {}), "stopped": "budget",
+                                    "cut_off": CUT_OFF}  # fmt: skip
     for name in report.data.get("plan", []):
         measured.setdefault(name, {"skipped": SKIPPED})
     report.data.update(status="stopped at the hard budget limit", total_s=time.monotonic() - start)
     report.data["ratios"] = ratios(report.data["measurements"])
     report.write()
-    print(f"budget reached: wrote {report.path}", flush=True)
-    os._exit(3)
 
 
 SKIPPED = "the budget was spent before this measurement"
