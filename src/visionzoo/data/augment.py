@@ -88,7 +88,7 @@ def mix_batch(
     if cfg.cutmix_alpha > 0 and cfg.mixup_alpha > 0:
         use_cutmix = torch.rand((), generator=g, device=dev) < 0.5
     else:
-        use_cutmix = torch.tensor(cfg.cutmix_alpha > 0, device=dev)
+        use_cutmix = torch.full((), cfg.cutmix_alpha > 0, device=dev)  # a fill: no host copy
     lam_mix = (
         _beta_sample(cfg.mixup_alpha, g) if cfg.mixup_alpha > 0 else torch.ones((), device=dev)
     )

@@ -9,6 +9,7 @@ the augmentations of `visionzoo.data.augment` to each batch as a whole.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -118,12 +119,22 @@ class Preprocess:
         return x
 
     def normalize(self, x: Tensor) -> Tensor:
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        mean, std = _channel_stats(self.mean, self.std, x.device, x.dtype)  # (1, C, 1, 1) each
         return (x - mean) / std
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.normalize(self.to_unit(x))
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_stats(mean: tuple, std: tuple, device: torch.device, dtype) -> tuple[Tensor, Tensor]:
+    """Normalization constants on the device, copied there once: a copy from host memory at
+    every batch would make the host wait for the device (a CUDA copy synchronises)."""
+
+    def column(values: tuple) -> Tensor:
+        return torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
+
+    return column(mean), column(std)
 
 
 class DeviceLoader:
