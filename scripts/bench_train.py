@@ -14,9 +14,9 @@
    at its defaults (--recipe auto, bf16, channels_last, compiled); time to 91% (LeNet-5) and
    to 94% (ResNet-20), stopping at the budget if not reached; images/s; peak memory. In order:
    plain_loop, engine_plain_settings, lenet5 (demo-gpu, eager), lenet5_demo_recipe (batch
-   128), resnet20_compiled (small-cnn-gpu), lenet5_compiled, resnet20_small_cnn_recipe
-   (batch 128, eager), resnet20_compiled_cudagraphs (mode reduce-overhead); `--only` picks
-   some.
+   128), host_syncs (CUDA's sync debug mode over one epoch), resnet20_compiled
+   (small-cnn-gpu), lenet5_compiled, resnet20_small_cnn_recipe (batch 128, eager),
+   resnet20_compiled_cudagraphs (mode reduce-overhead); `--only` picks some.
 
 Results go to results/train_bench/ (GPU mode: results/gpu/) with the environment. Usage:
     python scripts/bench_train.py throughput [--models lenet5,resnet20] [--steps 60] [--rounds 3]
@@ -27,6 +27,7 @@ Results go to results/train_bench/ (GPU mode: results/gpu/) with the environment
 from __future__ import annotations
 
 import argparse
+import collections
 import gzip
 import json
 import os
@@ -34,6 +35,7 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,6 +278,27 @@ def engine_run(args, device, model: str, overrides: dict, target: float, deadlin
     return summarise(cfg, curve, final, target, device)
 
 
+def sync_count(args, device: torch.device) -> dict:
+    """Host syncs in one LeNet-5 epoch of `fit` (set-up and evaluation included), counted by
+    CUDA's sync debug mode, with the lines that cause the most."""
+    if device.type != "cuda":
+        return {"skipped": "CUDA only"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = engine_run(args, device, "lenet5", {"epochs": 1}, 1.1, float("inf"))
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    where = collections.Counter(
+        f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
+    )
+    steps = result["final"]["steps"]
+    total = sum(where.values())
+    return {"syncs": total, "steps": steps, "syncs_per_step": total / max(steps, 1),
+            "top": where.most_common(8)}  # fmt: skip
+
+
 CURVE_KEYS = ("epoch", "test_acc", "train_acc", "images_per_s", "time_s", "train_seconds", "wall_s")
 
 
@@ -311,6 +334,7 @@ def gpu_plan(args) -> list[tuple[str, Callable]]:
         "lenet5_demo_recipe": lambda d: engine_run(
             args, dev, "lenet5", _recipe("demo"), args.lenet_target, d
         ),
+        "host_syncs": lambda d: sync_count(args, dev),
         "resnet20_compiled": lambda d: engine_run(
             args, dev, "resnet20", compiled, args.resnet_target, d
         ),
