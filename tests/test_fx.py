@@ -101,7 +101,7 @@ def test_inception_aux_pool_traces_in_training_mode():
     model = create_model("inception_v3", num_classes=5).train()
     traced = torch.fx.symbolic_trace(model)
     for size in (75, 299):
-        x = torch.randn(1, 3, size, size)
+        x = torch.randn(2, 3, size, size)  # training-mode BatchNorm needs two values
         with torch.no_grad():
             torch.manual_seed(2)
             eager = model(x)
