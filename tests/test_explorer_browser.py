@@ -9,8 +9,11 @@ Screenshots go to test-artifacts/ (gitignored). Needs /usr/bin/chromium (Debian'
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -162,12 +165,46 @@ def assert_no_overflow(page, where):
     assert not got["out"], f"{where}: elements overflow the viewport: {got['out']}"
 
 
-def server_rss_bytes() -> int:
-    """The server's resident memory (it runs in this process, in a thread)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_bytes(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise OSError("no VmRSS")
+
+
+# A server in a process of its own, for its memory: the test process holds whatever earlier
+# tests allocated. It binds port 0 itself and prints the port, so no other process can race.
+SERVE = """
+import socket, sys, uvicorn
+from visionzoo.explorer.server import create_app
+app = create_app(sys.argv[1], sys.argv[2])
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); print(sock.getsockname()[1], flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+"""
+
+
+@pytest.fixture(scope="module")
+def server_process(server):
+    explorer = server[1]
+    folders = [str(explorer.runs_root), str(explorer.results_root)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE, *folders], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = int(proc.stdout.readline())
+        deadline = time.monotonic() + 30
+        while True:  # the port is bound before uvicorn serves: wait for an answer
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the explorer server process did not start")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def click_bar(page, model):
@@ -394,8 +431,8 @@ def test_prediction_reasons_invert_blank_and_colour_scale(server, page, tmp_path
 
 
 @pytest.mark.slow
-def test_memory_after_every_card_and_every_metric(server, page):
-    url, explorer = server
+def test_memory_after_every_card_and_every_metric(server_process, page):
+    url, pid = server_process
     open_page(page, url)
     metrics = page.evaluate("Array.from(document.querySelectorAll('#metric option'), o => o.value)")
     for metric in metrics:
@@ -403,6 +440,7 @@ def test_memory_after_every_card_and_every_metric(server, page):
         page.wait_for_function(f"location.hash.includes('metric={metric}')")
     names = page.evaluate("S.models.map(m => m.name)")
     started = time.monotonic()
+    drawn = 0
     for name in names:
         page.evaluate("(n) => openCard(n, false)", name)
         page.wait_for_function(
@@ -411,8 +449,8 @@ def test_memory_after_every_card_and_every_metric(server, page):
             arg=name,
             timeout=120_000,
         )
-    rss = server_rss_bytes()
-    drawn = sum(1 for n in names if n in explorer._diagrams)
+        drawn += page.evaluate("document.querySelector('#card-diagram svg.arch') !== null")
+    rss = rss_bytes(pid)
     (ARTIFACTS / "explorer-rss.txt").write_text(
         f"{len(names)} cards ({drawn} diagrams drawn), {len(metrics)} metrics, "
         f"{time.monotonic() - started:.0f} s: server RSS {rss / 2**20:.0f} MiB\n"
