@@ -37,7 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run: top-1, top-5, per-class, confusion matrix")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="run folder, or a model name with --weights")
+    p.add_argument(
+        "--weights",
+        help="published weights for the model named instead of a run (torchvision[:NAME], "
+        "timm[:NAME], hf:ORG/NAME or a file), scored on --dataset imagefolder:PATH, an "
+        "ImageNet-format validation folder (class folders n01440764/... or 0/ .. 999/)",
+    )
     p.add_argument("--dataset", help="evaluate on another dataset with the same classes")
     p.add_argument("--data-dir")
     p.add_argument("--batch-size", type=int, default=1000)
@@ -237,6 +243,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.weights:
+        return eval_published(args)
     run = load_run(args.run)
     name = args.dataset or run.config.get("dataset")
     if not isinstance(name, str):
@@ -273,6 +281,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{i} {cls}", f"{result['per_class'][i]:.1%}", *(str(v) for v in result["confusion"][i])
         )
     console.print(table)
+    return 0
+
+
+def eval_published(args: argparse.Namespace) -> int:
+    """`eval MODEL --weights SPEC --dataset imagefolder:PATH`: published weights on a folder."""
+    from visionzoo.pretrained import evaluate_folder
+
+    dataset = args.dataset or ""
+    if not dataset.startswith("imagefolder:") or dataset == "imagefolder:":
+        raise UserError(
+            "eval --weights scores an ImageNet-format folder: pass --dataset imagefolder:PATH"
+        )
+    result = evaluate_folder(
+        str(args.run), args.weights, dataset.partition(":")[2], min(args.batch_size, 64)
+    )
+    result["dataset"] = dataset
+    if args.json:
+        print(json.dumps(result))
+        return 0
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2%}"
+
+    print(
+        f"{result['model']} with {result['weights']} on {dataset} "
+        f"({result['n']:,} images in {result['classes']} {result['layout']} folders)"
+    )
+    print(f"{'':10}  {'top-1':>7}  {'top-5':>7}")
+    print(f"{'measured':10}  {pct(result['top1']):>7}  {pct(result['top5']):>7}")
+    if result["published_top1"] is not None:
+        print(
+            f"{'published':10}  {pct(result['published_top1']):>7}  "
+            f"{pct(result['published_top5']):>7}  (ImageNet-1k val, 50,000 images)"
+        )
+    else:
+        print(f"{'published':10}  {'-':>7}  {'-':>7}  (no figure known for these weights)")
     return 0
 
 

@@ -374,3 +374,108 @@ def classify_images(
         [(weights.categories[i], float(p)) for p, i in zip(ps.tolist(), idx.tolist())]
         for ps, idx in zip(top.values, top.indices)
     ]
+
+
+# -- evaluation on an ImageNet-format folder ----------------------------------------------
+
+
+def imagenet_wnids() -> list[str]:
+    """ImageNet-1k's WordNet ids in the class order of torchvision's, timm's and HF's weights."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_label_name(i) for i in range(info.num_classes())]
+
+
+def folder_samples(root: str | Path, num_classes: int) -> tuple[list[tuple[Path, int]], str]:
+    """(image, class index) for every image of an ImageNet-format validation folder.
+
+    Class sub-folders are named by WordNet id (n01440764, ...: mapped to the weights' order,
+    ImageNet-1k's sorted ids) or by class index (0 .. num_classes-1). Returns the layout too.
+    """
+    from visionzoo.data.folders import IMAGE_SUFFIXES
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"imagefolder: no folder {root}")
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UserError(
+            f"imagefolder: {root} has no class sub-folders (n01440764/, ... or 0/, ...)"
+        )
+    names = [p.name for p in classes]
+    if all(n.isdigit() for n in names):
+        layout, index = "index", {n: int(n) for n in names}
+        bad = [n for n in names if int(n) >= num_classes]
+        what = f"class indices 0..{num_classes - 1}"
+    else:
+        if num_classes != 1000:
+            raise UserError(
+                f"imagefolder: WordNet-id folders need ImageNet-1k weights (1000 classes, these "
+                f"have {num_classes}); name the folders by class index 0..{num_classes - 1}"
+            )
+        layout, wnids = "wnid", imagenet_wnids()
+        index = {w: i for i, w in enumerate(wnids)}
+        bad = [n for n in names if n not in index]
+        what = "ImageNet-1k WordNet ids (n01440764, ...)"
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise UserError(f"imagefolder: {root} has folders that are not {what}: {shown}")
+    samples = [
+        (path, index[folder.name])
+        for folder in classes
+        for path in sorted(folder.rglob("*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    ]
+    if not samples:
+        raise UserError(
+            f"imagefolder: no images under {root} (looked for {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return samples, layout
+
+
+def evaluate_folder(model_name: str, spec: str, root: str | Path, batch_size: int = 50) -> dict:
+    """Top-1 / top-5 of `model_name` with published weights on an ImageNet-format folder,
+    with the weights' own preprocessing, beside the accuracy published for them (if known)."""
+    from visionzoo.predict import read_image
+    from visionzoo.registry import create_model
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    weights = fetch_weights(model_name, spec)
+    num_classes = len(weights.categories) if weights.categories else 1000
+    samples, layout = folder_samples(root, num_classes)
+    pre = weights.preprocess or Preprocess(256, 224)
+    model = create_model(model_name, num_classes=num_classes, image_size=pre.crop or pre.resize)
+    load_pretrained(model, weights)
+    model.eval()
+    top1 = top5 = 0
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            x = torch.stack([prepare_image(read_image(p), pre) for p, _ in chunk])
+            y = torch.tensor([label for _, label in chunk])
+            top = model(x).topk(min(5, num_classes), dim=-1).indices
+            top1 += int((top[:, 0] == y).sum())
+            top5 += int((top == y[:, None]).any(-1).sum())
+    n = len(samples)
+    acc = weights.accuracy
+    return {
+        "model": model_name,
+        "weights": weights.spec,
+        "folder": str(root),
+        "layout": layout,
+        "n": n,
+        "classes": len({label for _, label in samples}),
+        "top1": top1 / n,
+        "top5": top5 / n,
+        "published_top1": round(acc["acc@1"] / 100, 6) if "acc@1" in acc else None,
+        "published_top5": round(acc["acc@5"] / 100, 6) if "acc@5" in acc else None,
+        "preprocess": {
+            "resize": pre.resize,
+            "crop": pre.crop,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "interpolation": pre.interpolation,
+        },
+    }

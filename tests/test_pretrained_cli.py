@@ -1,0 +1,126 @@
+"""Published weights from the command line and the training engine, offline.
+
+`eval MODEL --weights SPEC --dataset imagefolder:PATH` on a tiny ImageNet-format folder made
+here, with random weights placed in torchvision's cache under the expected file name;
+`train --init` with a weights file; timm's `pretrained_cfg` and `forward_intermediates`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import pytest
+import torch
+
+from visionzoo.pretrained import _NETWORK
+
+WNIDS = ("n01440764", "n01443537", "n01484850")  # ImageNet-1k classes 0, 1, 2
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    _NETWORK.clear()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VISIONZOO_HOME", str(tmp_path / "vz"))
+    yield
+    _NETWORK.clear()
+
+
+def random_resnet18(tmp_path):
+    """torchvision's ResNet-18 with random weights, placed where `--weights torchvision` looks."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18().eval()
+    with torch.no_grad():  # spread the logits so that the top-5 is not a tie
+        ref.fc.weight.mul_(50)
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(ref.state_dict(), folder / "resnet18-f37072fd.pth")
+    return ref
+
+
+def image_folder(root, names, per_class=3, seed=0):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    files = []
+    for label, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for j in range(per_class):
+            h, w = 200 + 20 * j, 260 - 15 * label
+            pixels = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy()
+            path = root / name / f"img_{j}.JPEG" if j % 2 == 0 else root / name / f"img_{j}.png"
+            Image.fromarray(pixels).save(path, format="JPEG" if j % 2 == 0 else "PNG")
+            files.append(path)
+    return files
+
+
+def direct_accuracy(ref, root, labels):
+    """torchvision's own transforms and model over the same files: (top-1, top-5)."""
+    import torchvision
+    from torchvision.io import decode_image
+
+    tf = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    top1 = top5 = n = 0
+    for name, label in labels.items():
+        for path in sorted((root / name).iterdir()):
+            x = tf(decode_image(str(path)))[None]
+            with torch.no_grad():
+                top = ref(x).topk(5).indices[0].tolist()
+            top1 += top[0] == label
+            top5 += label in top
+            n += 1
+    return top1 / n, top5 / n
+
+
+@pytest.mark.parametrize("layout", ["wnid", "index"])
+def test_eval_published_weights_on_an_imagenet_folder(tmp_path, capsys, layout):
+    from visionzoo.cli import main
+
+    ref = random_resnet18(tmp_path)
+    names = WNIDS if layout == "wnid" else ("0", "1", "2")
+    root = tmp_path / "val"
+    image_folder(root, names)
+    top1, top5 = direct_accuracy(ref, root, dict(zip(names, range(3))))
+
+    args = ["eval", "resnet18", "--weights", "torchvision", "--dataset", f"imagefolder:{root}"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 9 and result["layout"] == layout and result["classes"] == 3
+    assert result["weights"] == "torchvision:ResNet18_Weights.IMAGENET1K_V1"
+    assert result["top1"] == pytest.approx(top1) and result["top5"] == pytest.approx(top5)
+    assert result["published_top1"] == pytest.approx(0.69758)
+    assert result["published_top5"] == pytest.approx(0.89078)
+
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("resnet18 with torchvision:ResNet18_Weights.IMAGENET1K_V1 on ")
+    assert out[2].split() == ["measured", f"{top1:.2%}", f"{top5:.2%}"]
+    assert out[3].split()[:3] == ["published", "69.76%", "89.08%"]
+
+
+def test_eval_published_weights_bad_input_is_one_line(tmp_path, capsys):
+    from visionzoo.cli import main
+
+    random_resnet18(tmp_path)
+    image_folder(tmp_path / "val", ("n01440764", "cats"), per_class=1)
+    base = ["eval", "resnet18", "--weights", "torchvision"]
+    cases = [
+        ([], "pass --dataset imagefolder:PATH"),
+        (["--dataset", "cifar10"], "pass --dataset imagefolder:PATH"),
+        (["--dataset", f"imagefolder:{tmp_path / 'absent'}"], "no folder"),
+        (["--dataset", f"imagefolder:{tmp_path / 'val'}"], "not ImageNet-1k WordNet ids .*cats"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) != 0
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("visionzoo: error: "), err
+        assert re.search(message, err), err
