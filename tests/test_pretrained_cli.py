@@ -14,6 +14,8 @@ import socket
 import pytest
 import torch
 
+from visionzoo import create_model
+from visionzoo.errors import UserError
 from visionzoo.pretrained import _NETWORK
 
 WNIDS = ("n01440764", "n01443537", "n01484850")  # ImageNet-1k classes 0, 1, 2
@@ -124,3 +126,65 @@ def test_eval_published_weights_bad_input_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("visionzoo: error: "), err
         assert re.search(message, err), err
+
+
+# -- train --init with load_pretrained's specs --------------------------------------------
+
+
+def test_train_init_from_a_weights_file(tmp_path, monkeypatch, capsys):
+    """`train lenet5 --init FILE.safetensors` (our layout): one epoch on the synthetic data,
+    starting from the file's body (the head is new: the file's classes are unknown)."""
+    from safetensors.torch import save_file
+
+    import visionzoo.engine.fit as fit_module
+    from visionzoo.cli import main
+    from visionzoo.engine.transfer import head_prefixes, initialise
+
+    torch.manual_seed(1)
+    source = create_model("lenet5", num_classes=10)
+    path = tmp_path / "lenet5.safetensors"
+    save_file(source.state_dict(), path)
+    started = {}
+
+    def spy(model, spec, class_names=None):
+        reset = initialise(model, spec, class_names)
+        started.update({k: v.clone() for k, v in model.state_dict().items()})
+        started["_heads"] = head_prefixes(model)
+        return reset
+
+    monkeypatch.setattr(fit_module, "initialise", spy)
+    args = ["train", "lenet5", "--dataset", "synthetic", "--epochs", "1", "--device", "cpu",
+            "--threads", "1", "--batch-size", "64", "--init", str(path),
+            "--out", str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    heads = started.pop("_heads")
+    body = [k for k in source.state_dict() if not k.startswith(heads)]
+    assert body and all(torch.equal(started[k], source.state_dict()[k]) for k in body)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_init_from_files_in_torchvision_layout_and_mismatch(tmp_path):
+    """A torchvision-layout .pth is detected; 3 -> 1 channels adapted; a wrong file: one line."""
+    import torchvision
+
+    from visionzoo.engine.transfer import initialise
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18()
+    torch.save(ref.state_dict(), tmp_path / "tv.pth")
+    model = create_model("resnet18", num_classes=10, in_channels=1, small_input=False)
+    reset = initialise(model, str(tmp_path / "tv.pth"))
+    assert reset and all("classifier" in k or "fc" in k for k in reset), reset
+    assert torch.allclose(
+        model.state_dict()["stem.conv.weight"], ref.conv1.weight.sum(1, keepdim=True)
+    )
+    assert torch.equal(
+        model.state_dict()["stages.3.1.conv2.conv.weight"], ref.layer4[1].conv2.weight
+    )
+
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(UserError, match=r"fits resnet18 in no known layout; closest: .*missing"):
+        initialise(create_model("resnet18"), str(tmp_path / "r34.pth"))
+    with pytest.raises(UserError, match="^--init torchvision:resnet18: no network to download"):
+        initialise(create_model("resnet18"), "torchvision")

@@ -179,8 +179,7 @@ def _torchvision_weights(model_name: str, ref: str) -> Weights:
 
     from visionzoo.registry import get_model_info
 
-    info = get_model_info(model_name)
-    ref = ref or info.torchvision_name or ""
+    ref = ref or get_model_info(model_name).torchvision_name or ""
     try:
         enum = get_weight(ref) if "." in ref else get_model_weights(ref).DEFAULT
     except (ValueError, KeyError, AttributeError):

@@ -18,15 +18,46 @@ from visionzoo.errors import UserError
 StateDict = dict[str, Tensor]
 
 
+LIBRARIES = ("torchvision", "timm", "hf")
+
+
+def is_library_spec(source: str) -> bool:
+    """torchvision[:NAME], timm[:NAME] or hf:ORG/NAME (the specs of `load_pretrained`)."""
+    return source in ("torchvision", "timm") or source.startswith(
+        tuple(f"{lib}:" for lib in LIBRARIES)
+    )
+
+
+def is_weights_file(source: str) -> bool:
+    from visionzoo.pretrained import FILE_SUFFIXES
+
+    path = Path(source).expanduser()
+    return path.is_file() or (path.suffix in FILE_SUFFIXES and not path.is_dir())
+
+
 def source_state_dict(source: str, model_name: str) -> StateDict:
-    """The weights named by --init, as a state dict in visionzoo's layout."""
-    if source.startswith(("torchvision:", "timm:")):
+    """The weights named by --init, as a state dict in visionzoo's layout.
+
+    A weights file (.pth/.pt/.bin/.safetensors) is returned as read; `initialise` detects its
+    layout (ours, torchvision's, timm's, transformers') against the model.
+    """
+    if is_library_spec(source):
+        from visionzoo.registry import get_model_info
+
         lib, _, ref_name = source.partition(":")
+        if not ref_name:  # the model's own default, as load_pretrained takes it
+            info = get_model_info(model_name)
+            ref_name = (info.torchvision_name if lib == "torchvision" else info.timm_name) or ""
+            ref_name = ref_name or model_name
         state = fetch_reference_weights(lib, ref_name)
         try:
             return get_converter(model_name, lib)(dict(state))
-        except WeightMismatchError as err:
+        except (WeightMismatchError, KeyError) as err:
             raise UserError(f"--init {source}: {err}") from None
+    if is_weights_file(source):
+        from visionzoo.pretrained import load_state_dict_file
+
+        return load_state_dict_file(Path(source).expanduser())
     from safetensors.torch import load_file
 
     from visionzoo.runs import WEIGHTS, read_config
@@ -43,22 +74,52 @@ def source_state_dict(source: str, model_name: str) -> StateDict:
 
 
 def fetch_reference_weights(lib: str, name: str) -> StateDict:
-    """ImageNet weights through torchvision's or timm's own download code (needs the network).
+    """Published weights through `visionzoo.pretrained.fetch_weights` (the libraries' caches;
+    offline: one line naming the file and folder), in the library's own layout.
 
     Tests replace this function to feed state dicts built locally from the constructors.
     """
+    from visionzoo.pretrained import fetch_weights
+
     try:
-        if lib == "torchvision":
-            import torchvision
-
-            return torchvision.models.get_model_weights(name).DEFAULT.get_state_dict(progress=True)
-        import timm
-
-        return timm.create_model(name, pretrained=True).state_dict()
+        return fetch_weights("", f"{lib}:{name}").state_dict
+    except UserError as err:
+        raise UserError(f"--init {lib}:{name}: {err}") from None
     except (ValueError, KeyError, RuntimeError) as err:
         raise UserError(f"--init {lib}:{name}: {str(err).splitlines()[0]}") from None
     except OSError as err:
         raise UserError(f"--init {lib}:{name}: could not download the weights ({err})") from None
+
+
+def detect_layout(model: nn.Module, state: StateDict, source: str) -> StateDict:
+    """A weights file's tensors in our layout: as they are, or through whichever registered
+    converter (torchvision, timm, hf, ...) gives every tensor of the model's body."""
+    from visionzoo.convert import known_sources
+
+    heads = head_prefixes(model)
+    target = model.state_dict().keys()
+    body = {k for k in target if not k.startswith(heads)}
+    closest: tuple[int, str] | None = None
+    for layout in ["visionzoo", *known_sources()]:
+        if layout == "visionzoo":
+            converted = dict(state)
+        else:
+            try:
+                converted = get_converter(model.model_name, layout)(dict(state))
+            except (WeightMismatchError, KeyError):
+                continue
+        missing = sorted(body - converted.keys())
+        extra = sorted(converted.keys() - target)
+        if not missing and not extra:
+            return converted
+        missing = missing or [f"{k} (unexpected)" for k in extra]
+        if closest is None or len(missing) < closest[0]:
+            shown = ", ".join(missing[:3]) + (
+                f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+            )
+            closest = (len(missing), f"as {layout} weights, {len(missing)} missing: {shown}")
+    hint = closest[1] if closest else f"no converter for {model.model_name}"
+    raise UserError(f"--init {source} fits {model.model_name} in no known layout; closest: {hint}")
 
 
 def adapt_state_dict(model: nn.Module, state: StateDict) -> tuple[StateDict, list[str]]:
@@ -115,7 +176,7 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 def source_classes(source: str) -> list[str] | None:
     """The class names the --init weights were trained for (None: ImageNet's 1000)."""
-    if source.startswith(("torchvision:", "timm:")):
+    if is_library_spec(source) or is_weights_file(source):
         return None
     from visionzoo.runs import read_config
 
@@ -129,6 +190,8 @@ def initialise(model: nn.Module, source: str, class_names: list[str] | None = No
     their number happens to be the same (Fashion-MNIST -> MNIST: 10 and 10).
     """
     state = source_state_dict(source, model.model_name)
+    if is_weights_file(source):
+        state = detect_layout(model, state, source)
     theirs = source_classes(source)
     same_task = class_names is not None and theirs is not None and list(class_names) == theirs
     if not same_task:
