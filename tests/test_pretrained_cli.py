@@ -188,3 +188,58 @@ def test_init_from_files_in_torchvision_layout_and_mismatch(tmp_path):
         initialise(create_model("resnet18"), str(tmp_path / "r34.pth"))
     with pytest.raises(UserError, match="^--init torchvision:resnet18: no network to download"):
         initialise(create_model("resnet18"), "torchvision")
+
+
+# -- timm's habits: pretrained_cfg, forward_intermediates ---------------------------------
+
+
+def test_pretrained_cfg_as_timm(tmp_path):
+    import timm
+
+    model = create_model("resnet18")
+    cfg = model.pretrained_cfg
+    assert model.default_cfg == cfg
+    ref = timm.models.get_pretrained_cfg("resnet18.tv_in1k").to_dict()
+    for key in ("input_size", "mean", "std", "num_classes", "interpolation", "crop_pct"):
+        assert key in cfg and key in ref, key
+    assert cfg["input_size"] == (3, 224, 224) and cfg["num_classes"] == 1000
+    assert cfg["first_conv"] == "stem.conv" and cfg["classifier"] == "classifier"
+
+    random_resnet18(tmp_path)  # torchvision's weights (random) in the cache: their transforms
+    loaded = create_model("resnet18", weights="torchvision")
+    cfg = loaded.pretrained_cfg
+    assert cfg["source"] == "torchvision:ResNet18_Weights.IMAGENET1K_V1"
+    for key in ("input_size", "mean", "std", "interpolation", "crop_pct", "num_classes"):
+        assert cfg[key] == pytest.approx(ref[key]), key  # timm's tv_in1k: the same recipe
+    loaded.pretrained_cfg = {"input_size": (3, 160, 160)}  # settable, as timm's
+    assert loaded.default_cfg == {"input_size": (3, 160, 160)}
+
+
+@pytest.mark.parametrize(
+    "ours,theirs,size,indices",
+    [
+        ("resnet18", "resnet18", 64, (1, 2, 3, 4)),
+        ("vit_tiny_patch16", "vit_tiny_patch16_224", 224, 3),
+    ],
+)
+def test_forward_intermediates_as_timm(ours, theirs, size, indices):
+    import timm
+
+    torch.manual_seed(0)
+    model = create_model(ours).eval()
+    ref = timm.create_model(theirs, pretrained=False).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for idx in (indices, None, [-1, 2] if isinstance(indices, int) else 2):
+            maps = model.forward_intermediates(x, indices=idx, intermediates_only=True)
+            theirs_maps = ref.forward_intermediates(x, indices=idx, intermediates_only=True)
+            assert isinstance(maps, list)
+            assert [m.shape for m in maps] == [m.shape for m in theirs_maps], idx
+            final, again = model.forward_intermediates(x, indices=idx, intermediates_only=False)
+            ref_final, _ = ref.forward_intermediates(x, indices=idx, intermediates_only=False)
+            assert final.shape == ref_final.shape
+            torch.testing.assert_close(final, model.forward_features(x))
+            assert len(again) == len(maps)
+            for a, b in zip(again, maps):
+                torch.testing.assert_close(a, b)
+    assert len(model.forward_intermediates(x)) == len(model.feature_info)  # our own default

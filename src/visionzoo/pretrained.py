@@ -324,6 +324,8 @@ def load_pretrained(model: nn.Module, spec: str | Weights) -> nn.Module:
     weights = spec if isinstance(spec, Weights) else fetch_weights(target.model_name, spec)
     sources = [weights.source] if weights.source else None
     port_detected(model, weights.state_dict, sources)
+    target._pretrained_weights = (weights.spec, weights.preprocess)  # for pretrained_cfg
+    target._pretrained_cfg_set = None
     return model
 
 

@@ -5,10 +5,16 @@ before global pooling, `forward_head` pools and classifies (`pre_logits=True` st
 the classifier). `num_features` is the width the classifier sees, `in_channels` the input
 channels, `reset_classifier(n)` swaps the head for `n` classes (0 removes it), and
 `forward_intermediates(x)` returns one feature map per stage, described by `feature_info`.
+
+timm's habits: `forward_intermediates(x, indices=..., intermediates_only=...)` with timm's
+meaning (`indices`: an int n for the last n levels, or a list; `intermediates_only=False`:
+`(forward_features(x), maps)`; `True`: the maps), and `pretrained_cfg` / `default_cfg`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -73,6 +79,62 @@ def check_image_batch(x: Tensor, contract: InputContract) -> Tensor:
     return x
 
 
+def _take_indices(indices: int | Sequence[int] | None, count: int) -> list[int]:
+    """timm's `feature_take_indices`: None: all; n: the last n; a list (negatives from the end).
+
+    The levels come back in network order, as timm's models collect them."""
+    if indices is None:
+        return list(range(count))
+    if isinstance(indices, int):
+        if not 0 < indices <= count:
+            raise ValueError(f"indices={indices}: there are {count} levels")
+        return list(range(count - indices, count))
+    out = [i + count if i < 0 else i for i in indices]
+    if any(not 0 <= i < count for i in out):
+        raise ValueError(f"indices {list(indices)} out of range for {count} levels")
+    return sorted(set(out))  # as timm collects them: in network order, once each
+
+
+def _timm_intermediates(impl):
+    """Give a model's own `forward_intermediates(x[, indices])` timm's keywords.
+
+    Called as before (`forward_intermediates(x)`, `intermediates_only` not given) it returns
+    what the model's own method returns: the list of every level. With `intermediates_only`
+    given, timm's meaning: `indices` (None: every level, n: the last n, or a list; a ViT's
+    levels are its blocks, a CNN's its `feature_info` levels), `True`: the list of maps,
+    `False`: `(forward_features(x), maps)`.
+    """
+    takes_indices = "indices" in inspect.signature(impl).parameters
+
+    @functools.wraps(impl)
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool | None = None,
+    ):
+        if norm:
+            raise ValueError("forward_intermediates(norm=True) is not supported by visionzoo")
+        if output_fmt != "NCHW":
+            raise ValueError(f"forward_intermediates: output_fmt {output_fmt!r}: only 'NCHW'")
+        if intermediates_only is None and indices is None:
+            return impl(self, x)
+        if takes_indices:  # levels are blocks (ViTs): the model selects them itself
+            maps = impl(self, x, indices=_take_indices(indices, len(self.blocks)))
+        else:
+            maps = impl(self, x)
+            maps = [maps[i] for i in _take_indices(indices, len(maps))]
+        if intermediates_only is None or intermediates_only:
+            return maps
+        return self.forward_features(x), maps
+
+    forward_intermediates._visionzoo_timm = True
+    return forward_intermediates
+
+
 class ImageClassifier(nn.Module):
     """Base class: shared plumbing of the model contract.
 
@@ -95,7 +157,13 @@ class ImageClassifier(nn.Module):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         raise NotImplementedError
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("forward_intermediates")
+        if own is not None and not getattr(own, "_visionzoo_timm", False):
+            cls.forward_intermediates = _timm_intermediates(own)
+
+    def _stage_maps(self, x: Tensor) -> list[Tensor]:
         """The stem's output, then each stage's: the default for `stem -> stages` models."""
         if not (hasattr(self, "stem") and hasattr(self, "stages")):
             raise NotImplementedError(f"{type(self).__name__} must define forward_intermediates")
@@ -105,6 +173,55 @@ class ImageClassifier(nn.Module):
             x = stage(x)
             out.append(x)
         return out
+
+    forward_intermediates = _timm_intermediates(_stage_maps)
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """timm's `pretrained_cfg`: input size, mean, std, interpolation, crop_pct, classes,
+        from the weights loaded by `load_pretrained` (their preprocessing) or the model."""
+        if getattr(self, "_pretrained_cfg_set", None) is not None:
+            return self._pretrained_cfg_set
+        from visionzoo.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+        weights = getattr(self, "_pretrained_weights", None)  # (spec, Preprocess | None)
+        spec, pre = weights if weights else (None, None)
+        channels = self.in_channels
+        size = (pre.crop or pre.resize) if pre else self.image_size
+        mean = pre.mean if pre else (IMAGENET_MEAN if channels == 3 else (0.5,) * channels)
+        std = pre.std if pre else (IMAGENET_STD if channels == 3 else (0.5,) * channels)
+        crop_pct = (pre.crop / pre.resize if pre.crop else 1.0) if pre else 0.875
+        first_conv = next((n for n, m in self.named_modules() if isinstance(m, nn.Conv2d)), None)
+        classifier = next(
+            (n for n, m in self.named_modules() if m is self.get_classifier()), "classifier"
+        )
+        return {
+            "architecture": getattr(self, "model_name", type(self).__name__),
+            "source": spec,
+            "num_classes": getattr(self, "num_classes", None),
+            "input_size": (channels, size, size),
+            "fixed_input_size": bool(self.input_contract().fixed_size),
+            "interpolation": pre.interpolation if pre else "bilinear",
+            "crop_pct": round(crop_pct, 4),
+            "crop_mode": "center",
+            "mean": tuple(mean),
+            "std": tuple(std),
+            "first_conv": first_conv,
+            "classifier": classifier,
+        }
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict) -> None:
+        self._pretrained_cfg_set = dict(cfg)
+
+    @property
+    def default_cfg(self) -> dict:
+        """timm's older name for `pretrained_cfg`."""
+        return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict) -> None:
+        self.pretrained_cfg = cfg
 
     def forward(self, x: Tensor) -> Tensor:
         x = check_image_batch(x, self.input_contract())
