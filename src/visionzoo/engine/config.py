@@ -83,7 +83,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     eval_batch_size: int = 1000  # evaluation is cheap per image; large batches amortise overhead
     # Transfer learning.
-    init: str | None = None  # RUN_DIR, "torchvision:NAME" or "timm:NAME": start from these weights
+    init: str | None = None  # RUN_DIR, torchvision[:NAME], timm[:NAME], hf:ORG/NAME or a file
     freeze_epochs: int = 0  # train only the new head for this many epochs, then everything
     layer_decay: float = (
         1.0  # lr multiplier per stage going down from the head (0.7: earlier layers learn slower)
