@@ -230,6 +230,20 @@ def create_app(
         image = await run_in_threadpool(_decode, data)
         return await run_in_threadpool(_analyse, ex, run_id, image)
 
+    @app.get("/api/gallery")
+    def gallery() -> dict[str, Any]:
+        from visionzoo.explorer.gallery import gallery
+
+        return gallery()
+
+    @app.post("/api/gallery/predict")
+    async def gallery_predict(request: Request) -> dict[str, Any]:
+        from visionzoo.explorer.gallery import predict_all
+
+        data = await _read_image_upload(request)
+        image = await run_in_threadpool(_decode, data)
+        return await run_in_threadpool(predict_all, image)
+
     @app.get("/favicon.ico")
     def favicon() -> Response:
         return Response(status_code=204)
