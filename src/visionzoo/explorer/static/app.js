@@ -460,6 +460,42 @@ function applyHash() {
   if (h.run && $("run-select").value !== h.run && S.runs.some((x) => x.id === h.run)) { $("run-select").value = h.run; selectRun(h.run, false); }
 }
 
+// --- pretrained gallery --------------------------------------------------------------------
+function galleryHowTo(g) {
+  const h = g.how_to || {};
+  const missing = (g.missing || []).slice(0, 8).map((m) => `<li><code>${esc(m.model)}</code>: <code>${esc(m.file)}</code></li>`).join("");
+  return `<details class="howto"><summary>How to get more models</summary><p>${esc(h.text)}</p>
+    <p>Online: <code>${esc(h.command)}</code></p><p>Offline: put the file in <code>${esc(h.folder)}</code></p>
+    ${missing ? `<ul>${missing}${(g.missing || []).length > 8 ? `<li>… and ${g.missing.length - 8} more</li>` : ""}</ul>` : ""}</details>`;
+}
+
+async function loadGallery() {
+  if (STATIC) { $("gallery-info").textContent = "This is a static export: the gallery needs `visionzoo explore`."; $("gallery-upload").hidden = true; return; }
+  let g;
+  try { g = await api("api/gallery"); } catch (e) { $("gallery-info").textContent = `Could not list the cached weights: ${e.message}`; return; }
+  const names = g.models.map((m) => `${esc(m.model)} (${esc(m.year)})`).join(", ");
+  $("gallery-info").innerHTML = (g.models.length ? `<p>Cached: ${names}</p>` : "<p>No ImageNet weights are cached yet.</p>") + galleryHowTo(g);
+  $("gallery-upload").disabled = !g.models.length;
+}
+
+async function galleryPredict(file) {
+  if (!file) return;
+  $("gallery-status").textContent = "Running every cached model…";
+  $("gallery-grid").innerHTML = "";
+  const fd = new FormData(); fd.append("file", file);
+  let j;
+  try {
+    const r = await fetch("api/gallery/predict", { method: "POST", body: fd });
+    j = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
+    if (!r.ok || j.error) throw new Error(j.error || r.statusText);
+  } catch (e) { $("gallery-status").textContent = `Could not run the gallery: ${e.message}`; return; }
+  $("gallery-status").textContent = j.results.length ? "Latency: one image, CPU/GPU of this server, after loading the weights." : "No cached weights to run.";
+  $("gallery-grid").innerHTML = j.results.map((row) => `<div class="gcard"><h3>${esc(row.model)} <small>${esc(row.family)} · ${esc(row.year)}</small></h3>` +
+    (row.error ? `<p class="note">${esc(row.error)}</p>` :
+      `<ol>${row.top.map((t) => `<li><span>${esc(t.name)}</span><b>${(t.p * 100).toFixed(1)}%</b></li>`).join("")}</ol>` +
+      `<p class="muted">${row.latency_ms.toFixed(1)} ms · ${esc(row.input)} px · load ${row.load_ms.toFixed(0)} ms</p>`) + "</div>").join("");
+}
+
 async function main() {
   $("mode").textContent = STATIC ? "static export (no live inference)" : "live server";
   let data;
@@ -484,6 +520,8 @@ async function main() {
     if (run) { e.preventDefault(); $("run-select").value = run.dataset.run; selectRun(run.dataset.run); $("inside").scrollIntoView({ block: "start" }); }
   });
   setupCanvas();
+  $("gallery-upload").onchange = (e) => { galleryPredict(e.target.files[0]); e.target.value = ""; };
+  loadGallery();
   await loadRuns();
   applyHash();
   window.addEventListener("hashchange", applyHash);
