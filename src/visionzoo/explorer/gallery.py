@@ -65,7 +65,7 @@ def how_to() -> dict[str, Any]:
         "folder": str(folder),
         "command": "visionzoo predict resnet50 --weights torchvision photo.jpg",
         "text": (
-            "Online, `visionzoo predict MODEL --weights torchvision photo.jpg` downloads a "
+            "Online, visionzoo predict MODEL --weights torchvision photo.jpg downloads a "
             f"model's ImageNet weights into {folder}/; offline, put the file named below (from "
             "its URL) in that folder. Reload this page to see them here."
         ),

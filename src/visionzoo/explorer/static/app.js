@@ -489,7 +489,7 @@ async function galleryPredict(file) {
     j = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
     if (!r.ok || j.error) throw new Error(j.error || r.statusText);
   } catch (e) { $("gallery-status").textContent = `Could not run the gallery: ${e.message}`; return; }
-  $("gallery-status").textContent = j.results.length ? "Latency: one image, CPU/GPU of this server, after loading the weights." : "No cached weights to run.";
+  $("gallery-status").textContent = j.results.length ? "Latency: one forward pass of this image on the server's CPU, weights already loaded (load time shown apart)." : "No cached weights to run.";
   $("gallery-grid").innerHTML = j.results.map((row) => `<div class="gcard"><h3>${esc(row.model)} <small>${esc(row.family)} · ${esc(row.year)}</small></h3>` +
     (row.error ? `<p class="note">${esc(row.error)}</p>` :
       `<ol>${row.top.map((t) => `<li><span>${esc(t.name)}</span><b>${(t.p * 100).toFixed(1)}%</b></li>`).join("")}</ol>` +
