@@ -132,3 +132,25 @@ def test_gallery_upload_keeps_the_limits_and_host_check(tmp_path):
     assert r.status_code == 413
     r = c.get("/api/gallery", headers={"host": "evil.example"})
     assert r.status_code == 421
+
+
+class Forbidden:
+    def __enter__(self):
+        raise AssertionError("the gallery took an explorer lock")
+
+    def __exit__(self, *exc):
+        return False
+
+    acquire = __enter__
+
+
+def test_gallery_takes_no_explorer_lock(tmp_path):
+    place(tmp_path, ["mobilenet_v3_small"])
+    ex = Explorer(None, None)
+    for name in ("_predict_lock", "_diagram_lock", "_index_lock"):
+        setattr(ex, name, Forbidden())
+    app = create_app(explorer=ex)
+    c = TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
+    r = c.post("/api/gallery/predict", files={"file": ("a.png", png(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert [row["model"] for row in r.json()["results"]] == ["mobilenet_v3_small"]
