@@ -27,6 +27,7 @@ if not Path(CHROMIUM).is_file():
 sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 from PIL import Image  # noqa: E402
+from torchvision.models import resnet18  # noqa: E402
 
 from visionzoo import runs as runs_mod  # noqa: E402
 from visionzoo.explorer.server import create_app  # noqa: E402
@@ -44,7 +45,12 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     mp = pytest.MonkeyPatch()
     mp.setenv("VISIONZOO_CACHE", str(base / "cache"))
+    # one set of ImageNet weights in torchvision's cache, for the pretrained gallery (random
+    # values under the published file name: nothing is downloaded)
+    mp.setenv("TORCH_HOME", str(base / "torch"))
+    (base / "torch/hub/checkpoints").mkdir(parents=True)
     torch.manual_seed(0)
+    torch.save(resnet18().state_dict(), base / "torch/hub/checkpoints/resnet18-f37072fd.pth")
     model = create_model("lenet5", num_classes=10, in_channels=1)
     pre = dict(image_size=32, in_channels=1, mean=[0.1307], std=[0.3081], resize=None, pad=2)
     metrics = [
@@ -457,3 +463,24 @@ def test_memory_after_every_card_and_every_metric(server_process, page):
     )
     assert drawn == len(names)
     assert rss < 1.5 * 2**30, f"server RSS {rss / 2**20:.0f} MiB after the sweep"
+
+
+def test_pretrained_gallery_at_both_sizes(server, page, phone, tmp_path):
+    """One photo through every cached architecture: a card each with its top-5 and latency."""
+    url, _ = server
+    img = tmp_path / "photo.png"
+    Image.new("RGB", (96, 72), (200, 120, 40)).save(img)
+    for pg, name in ((page, "desktop-1440"), (phone, "phone-390")):
+        open_page(pg, url)
+        pg.wait_for_function(
+            "document.getElementById('gallery-info').textContent.includes('resnet18')"
+        )
+        assert "How to get more models" in pg.locator("#gallery-info").inner_text()
+        pg.set_input_files("#gallery-upload", str(img))
+        pg.wait_for_selector("#gallery-grid .gcard ol")
+        cards = pg.locator("#gallery-grid .gcard")
+        assert cards.count() == 1 and "resnet18" in cards.first.inner_text()
+        assert pg.locator("#gallery-grid .gcard ol li").count() == 5
+        assert " ms" in cards.first.inner_text()
+        assert_no_overflow(pg, f"gallery {name}")
+        pg.locator("#gallery").screenshot(path=str(ARTIFACTS / f"{name}-gallery.png"))

@@ -492,7 +492,7 @@ async function galleryPredict(file) {
   $("gallery-status").textContent = j.results.length ? "Latency: one forward pass of this image on the server's CPU, weights already loaded (load time shown apart)." : "No cached weights to run.";
   $("gallery-grid").innerHTML = j.results.map((row) => `<div class="gcard"><h3>${esc(row.model)} <small>${esc(row.family)} · ${esc(row.year)}</small></h3>` +
     (row.error ? `<p class="note">${esc(row.error)}</p>` :
-      `<ol>${row.top.map((t) => `<li><span>${esc(t.name)}</span><b>${(t.p * 100).toFixed(1)}%</b></li>`).join("")}</ol>` +
+      `<ol>${row.top.map((t) => `<li><b>${(t.p * 100).toFixed(1)}%</b><span>${esc(t.name)}</span></li>`).join("")}</ol>` +
       `<p class="muted">${row.latency_ms.toFixed(1)} ms · ${esc(row.input)} px · load ${row.load_ms.toFixed(0)} ms</p>`) + "</div>").join("");
 }
 
