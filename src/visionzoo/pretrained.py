@@ -174,6 +174,23 @@ def port_detected(model: nn.Module, state_dict: StateDict, sources: list[str] | 
 # -- sources ------------------------------------------------------------------------------
 
 
+def hub_checkpoints() -> Path:
+    """Where torch.hub keeps downloaded weights: $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _hub_checkpoint(url: str, what: str) -> Path:
+    """The file for `url` in torch.hub's cache, downloaded there when missing and online."""
+    folder = hub_checkpoints()
+    path = folder / os.path.basename(url)
+    if not path.is_file():
+        if not network_available(TORCHVISION_HOST):
+            raise offline_error(what, url, folder, path.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=True)
+    return path
+
+
 def _torchvision_weights(model_name: str, ref: str) -> Weights:
     from torchvision.models import get_model_weights, get_weight
 
@@ -184,13 +201,7 @@ def _torchvision_weights(model_name: str, ref: str) -> Weights:
         enum = get_weight(ref) if "." in ref else get_model_weights(ref).DEFAULT
     except (ValueError, KeyError, AttributeError):
         raise UserError(f"torchvision has no weights {ref!r} for {model_name}") from None
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    path = folder / os.path.basename(enum.url)
-    if not path.is_file():
-        if not network_available(TORCHVISION_HOST):
-            raise offline_error(f"torchvision {enum}", enum.url, folder, path.name)
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(enum.url, str(path), progress=True)
+    path = _hub_checkpoint(enum.url, f"torchvision {enum}")
     tf = enum.transforms()
     interpolation = getattr(tf.interpolation, "value", str(tf.interpolation))
     preprocess = Preprocess(tf.resize_size[0], tf.crop_size[0], tuple(tf.mean), tuple(tf.std),
@@ -244,13 +255,7 @@ def _timm_weights(model_name: str, ref: str) -> Weights:
     if cfg.hf_hub_id:
         path = _hf_file(cfg.hf_hub_id, WEIGHT_FILES, f"timm {ref}")
     else:
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        path = folder / os.path.basename(cfg.url)
-        if not path.is_file():
-            if not network_available(TORCHVISION_HOST):
-                raise offline_error(f"timm {ref}", cfg.url, folder, path.name)
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(cfg.url, str(path), progress=True)
+        path = _hub_checkpoint(cfg.url, f"timm {ref}")
     crop = cfg.input_size[-1]
     preprocess = Preprocess(int(crop / (cfg.crop_pct or 1.0)), crop, tuple(cfg.mean),
                             tuple(cfg.std), cfg.interpolation or "bilinear")  # fmt: skip

@@ -24,7 +24,9 @@ _LOCK = threading.Lock()  # one gallery run at a time (memory); no other lock is
 
 def checkpoints_dir() -> Path:
     """Where torchvision's weights are cached: $TORCH_HOME/hub/checkpoints."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    from visionzoo.pretrained import hub_checkpoints
+
+    return hub_checkpoints()
 
 
 def expected_files() -> list[dict[str, Any]]:
