@@ -49,19 +49,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         epochs=10, batch_size=64, optimizer="sgd", lr=0.01, weight_decay=1e-4,
         schedule="cosine", warmup_epochs=0, freeze_epochs=2, layer_decay=0.7, augment=True,
     ),
-    # GPU variants (Goyal et al. 2017: batch x k, lr x k, linear warm-up): fewer, larger steps
-    # for a GPU that LeNet-5 at batch 128 leaves bound by kernel launches. LeNet-5 has no
-    # batch norm and loses accuracy beyond batch 256 (measured on CPU, Fashion-MNIST: 91.06% at
-    # epoch 10 with 256; 90.61% after 15 epochs with 512 and lr 0.1).
-    "demo-gpu": dict(
-        epochs=15, batch_size=256, optimizer="sgd", lr=0.1, weight_decay=5e-4,
-        schedule="cosine", warmup_epochs=1, augment=False, eval_batch_size=5000,
-    ),
-    "small-cnn-gpu": dict(
-        epochs=30, batch_size=512, optimizer="sgd", lr=0.4, momentum=0.9, nesterov=True,
-        weight_decay=5e-4, schedule="cosine", warmup_epochs=3, label_smoothing=0.0,
-        augment=True, eval_batch_size=5000,
-    ),
+}  # fmt: skip
+# GPU variants (Goyal et al. 2017: batch x k, lr x k, linear warm-up): fewer, larger steps
+# for a GPU that LeNet-5 at batch 128 leaves bound by kernel launches. LeNet-5 has no batch
+# norm and loses accuracy beyond batch 256 (measured on CPU, Fashion-MNIST: 91.06% at epoch 10
+# with 256; 90.61% after 15 epochs with 512 and lr 0.1).
+RECIPES["demo-gpu"] = {
+    **RECIPES["demo"], "epochs": 15, "batch_size": 256, "lr": 0.1, "warmup_epochs": 1,
+    "eval_batch_size": 5000,
+}  # fmt: skip
+RECIPES["small-cnn-gpu"] = {
+    **RECIPES["small-cnn"], "batch_size": 512, "lr": 0.4, "warmup_epochs": 3,
+    "eval_batch_size": 5000,
 }  # fmt: skip
 
 
