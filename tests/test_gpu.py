@@ -58,8 +58,10 @@ def test_optimize_on_cuda(dtype, monkeypatch):
     fast = optimize(model, image_size=64, dtype=dtype)
     assert fast.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     assert fast.model.folded_batchnorms > 0 and fast.model.packed_convolutions == 0
-    # TF32 (cuDNN's default for float32 convolutions) rounds to 10 bits: compare without it
+    # TF32 (cuDNN's default for float32 convolutions, and what an earlier `fit` in this process
+    # may have left on for matrix products) rounds to 10 bits: compare without it
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     x = torch.randn(4, 3, 64, 64, device="cuda")
     y, ref = fast(x), model(x)
     assert y.device.type == "cuda" and y.dtype is torch.float32
