@@ -24,10 +24,9 @@ from typing import Any
 import torch
 
 from visionzoo.errors import UserError
+from visionzoo.lab.verdict import INCONCLUSIVE, NOT, PARTLY, REPRODUCED, VERDICTS  # noqa: F401
 
 BUDGETS = ("smoke", "quick", "full")
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
-REPRODUCED, PARTLY, NOT = VERDICTS
 KEEP = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "images_per_s")
 
 

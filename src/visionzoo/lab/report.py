@@ -9,7 +9,12 @@ from typing import Any
 
 from visionzoo.lab.core import CLAIMS
 
-BADGE = {"reproduced": "#2e7d32", "partly reproduced": "#f9a825", "not reproduced": "#c62828"}
+BADGE = {
+    "reproduced": "#2e7d32",
+    "partly reproduced": "#f9a825",
+    "not reproduced": "#c62828",
+    "inconclusive": "#757575",
+}
 
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
