@@ -54,13 +54,18 @@ def test_claims_name_registered_models():
 
 @pytest.mark.parametrize("name", CHEAP)
 def test_smoke_run_writes_json_png_and_verdict(lab_out, name):
-    result = json.loads((lab_out / f"{name}.json").read_text())
+    result = json.loads((lab_out / f"{name}-smoke.json").read_text())
     assert result["verdict"] in VERDICTS
     for key in ("claim", "summary", "models", "quote", "rule", "recipe", "scaled_down"):
         assert result[key], key
     assert result["budget"] == "smoke" and result["dataset"] == "synthetic"
     env = result["environment"]
     assert env["torch"] and env["torch_threads"] >= 1 and "git_commit" in env
+    assert env["git_dirty"] in (True, False, None) and env["cpu"] and env["numpy"]
+    assert "lab run" in result["command"] and result["seeds"] == list(range(len(result["seeds"])))
+    for arm, cfg in result["arm_configs"].items():
+        assert cfg["dataset"] == "synthetic" and cfg["model"] and cfg["epochs"] >= 1, arm
+    assert "synthetic" in result["datasets"]
     runs = [run for arm in result["arms"].values() for run in arm]
     assert runs and all(0 <= r["final"]["test_acc"] <= 1 and r["curve"] for r in runs)
     png = (lab_out / result["plot"]).read_bytes()
@@ -81,10 +86,31 @@ def test_separable_counts_the_8_to_9x():
         assert 0 < lat["q1"] <= lat["median"] <= lat["q3"] and lat["repeats"] == 2
 
 
-def test_lab_models_are_registered_only_during_a_run(lab_out):
+def test_lab_models_never_enter_the_registry(lab_out):
     from visionzoo.registry import list_models
 
     assert not [n for n in list_models() if n.startswith("lab_")]
+
+
+def test_smoke_without_out_writes_to_a_temporary_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["lab", "run", "vgg", "--budget", "smoke", "--dataset", "synthetic", "--quiet"]
+    assert main(argv) == 0
+    assert not (tmp_path / "results").exists()
+    assert "visionzoo-lab-smoke-" in capsys.readouterr().out
+
+
+def test_an_existing_result_is_skipped_unless_forced(lab_out, capsys):
+    argv = ["lab", "run", "vgg", "--budget", "smoke", "--dataset", "synthetic", "--quiet"]
+    before = (lab_out / "vgg-smoke.json").stat().st_mtime_ns
+    assert main([*argv, "--out", str(lab_out)]) == 0
+    assert "result exists" in capsys.readouterr().out
+    assert (lab_out / "vgg-smoke.json").stat().st_mtime_ns == before
+
+
+def test_too_few_seeds_at_quick_is_a_user_error(capsys):
+    assert main(["lab", "run", "vgg", "--budget", "quick", "--seeds", "2", "--out", "/tmp"]) == 2
+    assert "--seeds must be >= 5" in capsys.readouterr().err
 
 
 def test_report_builds_markdown_and_html(lab_out):
@@ -94,7 +120,7 @@ def test_report_builds_markdown_and_html(lab_out):
     for name in CHEAP:
         assert f"## {name}" in md and f"id='{name}'" in page
     assert "Not run yet:" in md and "lenet" in md
-    assert page.startswith("<!doctype html>") and "vgg.png" in page
+    assert page.startswith("<!doctype html>") and "vgg-smoke.png" in page
 
 
 def test_unknown_claim_is_a_user_error(capsys):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import tempfile
 
 from visionzoo.errors import UserError
 
@@ -32,7 +34,17 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the budget's)")
     p.add_argument("--data-dir", default=None, help="extra folder with dataset files")
-    p.add_argument("--out", default="results/lab", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: results/lab; a new temporary folder for smoke runs)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run claims whose result for this budget exists (default: skip them, so a "
+        "long run resumes claim by claim)",
+    )
     p.add_argument("--keep-runs", action="store_true", help="keep run folders under OUT/runs/")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -48,10 +60,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from visionzoo.lab import CLAIMS
     from visionzoo.lab.report import load_results
 
-    done = {r["claim"]: r for r in load_results(Path(args.out))} if Path(args.out).is_dir() else {}
+    done: dict[str, list[str]] = {}
+    if Path(args.out).is_dir():
+        for r in load_results(Path(args.out)):
+            done.setdefault(r["claim"], []).append(f"{r['verdict']} ({r.get('budget')})")
     for name, c in CLAIMS.items():
-        last = done.get(name)
-        status = f"{last['verdict']} ({last.get('budget')})" if last else "not run"
+        status = ", ".join(done.get(name, ["not run"]))
         print(f"{name:<13} {c.title}")
         print(f"{'':<13} {c.paper[:70]} | last: {status}")
     return 0
@@ -66,6 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.claim != "all" and args.claim not in CLAIMS:
         raise UserError(f"unknown claim {args.claim!r}; known: {', '.join(CLAIMS)}, all")
     console = Console()
+    if args.out is None and args.budget == "smoke":
+        args.out = tempfile.mkdtemp(prefix="visionzoo-lab-smoke-")
+    command = command_line(args)
     for i, name in enumerate(names, 1):
         if len(names) > 1:
             console.print(f"[bold]({i}/{len(names)}) {name}[/bold]")
@@ -79,12 +96,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             console=console,
             keep_runs=args.keep_runs,
+            force=args.force,
+            command=command,
         )
+        if result.get("skipped"):
+            console.print(f"{name}: {result['verdict']} ({args.budget} result exists; --force)")
+            continue
         console.print(f"{name}: [bold]{result['verdict']}[/bold]. {result['summary']}")
-        console.print(
-            f"wrote {args.out}/{name}.json and {args.out}/{name}.png ({result['elapsed_s']:.0f} s)"
-        )
+        console.print(f"wrote {result['path']} ({result['elapsed_s']:.0f} s)")
     return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `visionzoo lab run` command that reproduces this run, every option spelled out."""
+    words = ["visionzoo", "lab", "run", args.claim, "--budget", args.budget]
+    words += ["--dataset", args.dataset, "--out", args.out or "results/lab"]
+    for flag, value in (("--seeds", args.seeds), ("--data-dir", args.data_dir)):
+        if value is not None:
+            words += [flag, str(value)]
+    for flag, on in (("--force", args.force), ("--keep-runs", args.keep_runs)):
+        if on:
+            words.append(flag)
+    return shlex.join(words)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

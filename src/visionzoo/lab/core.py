@@ -1,19 +1,26 @@
-"""The lab's machinery: claims, budgets, training arms through `fit`, statistics, verdicts.
+"""The lab's machinery: claims, budgets, training arms through `fit`, and the records.
 
-A claim is a function that receives a `Context` and returns its figures and verdict. Every
-arm is trained by `visionzoo.engine.fit.fit` with the same recipe as the other arms of its
-claim; `Context.train` keeps each epoch's record. Verdicts come from the rules below,
-written before any result was seen: a difference counts only when it is larger than twice
-its standard error, in the claimed direction.
+A claim is a function that receives a `Context` and returns a `ClaimResult` (see
+`lab/verdict.py` for the rules and `lab/stats.py` for the intervals). Every arm is trained
+by `visionzoo.engine.fit.fit` through its model-builder entry, with the same recipe as the
+other arms of its claim and the same seeds, so arms pair by seed. `Context.train` keeps each
+epoch's record, the arm's resolved config and its per-image correctness on the test set.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
 import json
 import math
 import os
 import platform
+import shlex
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +31,14 @@ from typing import Any
 import torch
 
 from visionzoo.errors import UserError
-from visionzoo.lab.verdict import INCONCLUSIVE, NOT, PARTLY, REPRODUCED, VERDICTS  # noqa: F401
+from visionzoo.lab.verdict import (  # noqa: F401
+    INCONCLUSIVE,
+    NOT,
+    PARTLY,
+    REPRODUCED,
+    VERDICTS,
+    ClaimResult,
+)
 
 BUDGETS = ("smoke", "quick", "full")
 KEEP = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "images_per_s")
@@ -39,14 +53,14 @@ class Claim:
     source: str  # where the quote and figures come from
     models: tuple[str, ...]  # registered models whose cards show this claim
     rule: str  # the verdict rule, in words (the code is in the claim's function)
-    run: Callable[[Context], dict[str, Any]] = field(repr=False, compare=False)
+    run: Callable[[Context], ClaimResult | dict[str, Any]] = field(repr=False, compare=False)
 
 
 CLAIMS: dict[str, Claim] = {}
 
 
 def claim(name: str, **meta: Any) -> Callable[[Callable], Callable]:
-    def decorator(fn: Callable[[Context], dict[str, Any]]) -> Callable:
+    def decorator(fn: Callable[[Context], Any]) -> Callable:
         CLAIMS[name] = Claim(name=name, run=fn, **meta)
         return fn
 
@@ -122,27 +136,26 @@ def pm(diff: float, se: float, unit: str = " pp") -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Environment
+# Records: the environment, the code state and the data files
 
 
 def environment() -> dict[str, Any]:
+    """Library versions, the code's commit (and whether the tree was dirty), CPU and GPU."""
     from visionzoo import __version__
-    from visionzoo.engine.train import git_commit
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for lib in ("numpy", "matplotlib", "safetensors"):
+        try:
+            versions[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            versions[lib] = None
+    commit, dirty = git_state()
     return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **versions,
         "visionzoo": __version__,
-        "git_commit": git_commit(),
-        "cpu": cpu,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -153,8 +166,66 @@ def environment() -> dict[str, Any]:
     }
 
 
+def git_state() -> tuple[str | None, bool | None]:
+    """The checkout's HEAD commit and whether tracked files differ from it."""
+    root = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=10, cwd=root
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, (bool(status) if status is not None else None)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def dataset_files(name: str, data_dir: str | None) -> dict[str, str]:
+    """sha256 of each file a dataset is read from ({} for generated data)."""
+    from visionzoo.data import get_spec
+    from visionzoo.data.sources import find_file, search_dirs
+
+    spec = get_spec(name)
+    dirs = search_dirs(spec, data_dir)
+    paths: list[Path] = []
+    if spec.format == "idx":
+        names = [f.name for files in spec.files.values() for f in files]
+        paths = [p for p in (find_file(n, dirs) for n in names) if p is not None]
+    elif spec.format == "cifar-bin":
+        folder = next((d / "cifar-10-batches-bin" for d in dirs if d.joinpath(
+            "cifar-10-batches-bin").is_dir()), None)  # fmt: skip
+        paths = sorted(folder.glob("*.bin")) if folder else []
+    return {str(p): sha256_of(p) for p in paths}
+
+
+@functools.cache
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------
 # The context a claim runs in
+
+
+MIN_SEEDS = 5  # at quick and full: fewer cannot give a useful t interval
 
 
 @dataclass
@@ -168,14 +239,22 @@ class Context:
     work: Path | None = None  # run folders (a temporary folder by default)
     log: list[str] = field(default_factory=list)
     runs: int = 0
+    seeds_used: list[int] = field(default_factory=list)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> resolved config
+    datasets: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {file: sha256}
 
     def pick(self, smoke: Any, quick: Any, full: Any) -> Any:
         return {"smoke": smoke, "quick": quick, "full": full}[self.budget]
 
-    def seed_list(self, smoke: int = 1, quick: int = 2, full: int = 5) -> list[int]:
+    def seed_list(self, smoke: int = 2, quick: int = MIN_SEEDS, full: int = MIN_SEEDS) -> list[int]:
+        """The seeds every arm runs with (the same list for all arms: they pair by seed)."""
         n = self.seeds if self.seeds else self.pick(smoke, quick, full)
-        self.seeds_used = max(n, getattr(self, "seeds_used", 0))
-        return list(range(n))
+        if self.budget != "smoke":
+            n = max(n, MIN_SEEDS)
+        seeds = list(range(n))
+        if len(seeds) > len(self.seeds_used):
+            self.seeds_used = seeds
+        return seeds
 
     def say(self, text: str) -> None:
         self.log.append(text)
@@ -193,34 +272,41 @@ class Context:
         name = dataset or self.dataset
         return len(load_dataset(name, "test", self.data_dir_for(name)).labels)
 
+    def use_dataset(self, name: str) -> None:
+        """Record the files of a dataset an arm or a measurement reads."""
+        if name not in self.datasets:
+            self.datasets[name] = dataset_files(name, self.data_dir_for(name))
+
     def train(self, arm: str, seed: int, **cfg: Any) -> dict[str, Any]:
         """Train one arm (a TrainConfig's fields) with one seed; returns final metrics, the
-        per-epoch curve, the run folder and the wall time."""
+        per-epoch curve, the per-image test correctness and the wall time."""
         from visionzoo.engine.config import TrainConfig
         from visionzoo.engine.fit import fit
         from visionzoo.engine.train import TrainingDiverged
-        from visionzoo.lab.nets import BUILDERS
         from visionzoo.runs import read_metrics
 
         cfg.setdefault("dataset", self.dataset)
         cfg.setdefault("data_dir", self.data_dir_for(cfg["dataset"]))
+        source = lab_source(cfg)
         assert self.work is not None
         out = self.work / f"{arm}-seed{seed}".replace("/", "_")
+        tc = TrainConfig(seed=seed, **cfg)
+        self.configs.setdefault(
+            arm, {k: v for k, v in dataclasses.asdict(tc).items() if k != "seed"}
+        )
+        self.use_dataset(tc.dataset)
         self.runs += 1
         t0 = time.perf_counter()
+        correct: list[bool] | None = None
         try:
             final = fit(
-                TrainConfig(seed=seed, **cfg),
-                out,
-                overwrite=True,
-                quiet=self.quiet,
-                console=self.console,
-                model={fn.__name__: fn for fn in BUILDERS}.get(cfg["model"]),  # None: registry
+                tc, out, overwrite=True, quiet=self.quiet, console=self.console, model=source
             )
+            correct = test_correctness(tc, out, source)
         except TrainingDiverged as err:  # a result, not a crash: the arm failed to train
             from visionzoo.data import get_spec
 
-            chance = 1 / get_spec(cfg["dataset"]).num_classes
+            chance = 1 / get_spec(tc.dataset).num_classes
             final = {"test_acc": chance, "train_acc": chance, "diverged": str(err)}
             self.say(f"  {arm} seed {seed} diverged: scored at chance ({chance:.2f})")
         wall = time.perf_counter() - t0
@@ -231,7 +317,52 @@ class Context:
             f"  [{self.runs}] {arm} seed {seed}: test {pct(final['test_acc'])}, "
             f"train {pct(final['train_acc'] or 0)} ({wall:.0f} s)"
         )
-        return {"final": _plain(final), "curve": curve, "run_dir": str(out), "wall_s": wall}
+        return {
+            "seed": seed,
+            "final": _plain(final),
+            "curve": curve,
+            "correct": correct,
+            "run_dir": str(out),
+            "wall_s": wall,
+        }
+
+
+def lab_source(cfg: dict[str, Any]) -> Callable | None:
+    """The lab builder named by `cfg["model"]` (None: a registered model), and the image size
+    it needs when the data is smaller (set in `cfg` unless given)."""
+    from visionzoo.lab.nets import BUILDERS, MIN_SIZES
+
+    source = {fn.__name__: fn for fn in BUILDERS}.get(cfg["model"])
+    if source is not None and cfg["model"] in MIN_SIZES and not cfg.get("image_size"):
+        from visionzoo.data import get_spec
+
+        if get_spec(cfg["dataset"]).size < MIN_SIZES[cfg["model"]]:
+            cfg["image_size"] = MIN_SIZES[cfg["model"]]
+    return source
+
+
+def test_correctness(cfg: Any, run_dir: Path, source: Callable | None) -> list[bool]:
+    """Whether the run's saved model classifies each test image right, in the test set's order
+    (the arms of a claim share it, so their disagreements pair image by image)."""
+    from safetensors.torch import load_file
+
+    from visionzoo.data import DeviceLoader, get_spec, load_dataset
+    from visionzoo.engine.train import build_model_for
+    from visionzoo.runs import WEIGHTS
+
+    net, pre = build_model_for(cfg, get_spec(cfg.dataset), source)
+    net.load_state_dict(load_file(run_dir / WEIGHTS))
+    net.eval()
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    correct: list[bool] = []
+    with torch.no_grad():
+        for x, y in DeviceLoader(test, cfg.eval_batch_size, pre, "cpu").epoch(0):
+            correct += (_logits(net(x)).argmax(1) == y).tolist()
+    return correct
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
@@ -241,28 +372,22 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
 def model_cost(
     model: str, dataset: str, image_size: int | None = None, data_dir=None, **model_kwargs: Any
 ) -> dict[str, Any]:
-    """Parameters and multiply-adds of one image, for the model as `fit` builds it."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Parameters and multiply-adds of one image, for the model as `fit` builds it (the bench
+    module's FLOP counter, which also counts fused attention)."""
+    from visionzoo.bench.profile import count_flops
     from visionzoo.data import get_spec
     from visionzoo.engine.config import TrainConfig
     from visionzoo.engine.train import build_model_for
 
-    cfg = TrainConfig(
-        model=model,
-        dataset=dataset,
-        image_size=image_size,
-        model_kwargs=model_kwargs,
-        data_dir=data_dir,
-    )
-    net, pre = build_model_for(cfg, get_spec(dataset))
+    cfg = dict(model=model, dataset=dataset, image_size=image_size)
+    source = lab_source(cfg)
+    tc = TrainConfig(**cfg, model_kwargs=model_kwargs, data_dir=data_dir)
+    net, pre = build_model_for(tc, get_spec(dataset), source)
     net.eval()
     x = torch.zeros(1, pre.in_channels, pre.image_size, pre.image_size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x)
     return {
         "params": sum(p.numel() for p in net.parameters()),
-        "macs": counter.get_total_flops() // 2,
+        "macs": count_flops(net, x) // 2,
         "input": [pre.in_channels, pre.image_size, pre.image_size],
     }
 
@@ -276,20 +401,30 @@ def arm_summary(runs: list[dict[str, Any]], key: str = "test_acc", floor: float 
 # Running a claim and writing its result
 
 
+def result_path(out: Path, name: str, budget: str) -> Path:
+    """`NAME-BUDGET.json`: one file per claim and budget, so both budgets can be shown."""
+    return out / f"{name}-{budget}.json"
+
+
 def run_claim(
     name: str,
     budget: str = "quick",
     dataset: str | None = None,
     seeds: int | None = None,
     data_dir: str | None = None,
-    out: str | Path = "results/lab",
+    out: str | Path | None = None,
     quiet: bool = True,
     console: Any = None,
     keep_runs: bool = False,
+    force: bool = True,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Run one claim and write `out/NAME.json` and `out/NAME.png`; returns the result."""
-    from visionzoo.lab.nets import lab_models
+    """Run one claim and write `out/NAME-BUDGET.json` and `.png`; returns the result.
 
+    `out=None` is `results/lab`, except for the smoke budget, whose machinery-only verdicts
+    go to a new temporary folder. Without `force`, a claim whose result for this budget
+    exists is read back instead of run again (a long run resumes claim by claim).
+    """
     if name not in CLAIMS:
         import difflib
 
@@ -298,11 +433,20 @@ def run_claim(
         raise UserError(f"unknown claim {name!r}{hint} (see `visionzoo lab list`)")
     if budget not in BUDGETS:
         raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
-    if seeds is not None and seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    c = CLAIMS[name]
+    if seeds is not None and (seeds < 1 or (budget != "smoke" and seeds < MIN_SEEDS)):
+        raise UserError(f"--seeds must be >= {MIN_SEEDS} at the {budget} budget, got {seeds}")
+    if out is None:
+        out = (
+            tempfile.mkdtemp(prefix="visionzoo-lab-smoke-") if budget == "smoke" else "results/lab"
+        )
     out = Path(out)
+    path = result_path(out, name, budget)
+    if path.is_file() and not force:
+        result = json.loads(path.read_text())
+        result["skipped"] = True
+        return result
     out.mkdir(parents=True, exist_ok=True)
+    c = CLAIMS[name]
     ctx = Context(
         budget=budget,
         dataset=dataset or "fashion-mnist",
@@ -314,9 +458,14 @@ def run_claim(
     ctx.say(f"lab {name} ({budget}): {c.title}")
     env = environment()  # at the start: the commit and settings the runs used
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"visionzoo-lab-{name}-") as tmp, lab_models():
+    with tempfile.TemporaryDirectory(prefix=f"visionzoo-lab-{name}-") as tmp:
         ctx.work = out / "runs" / name if keep_runs else Path(tmp)
-        body = c.run(ctx)
+        returned = c.run(ctx)
+    if isinstance(returned, ClaimResult):
+        body, draw = returned.to_json(), returned.plot
+    else:
+        body, draw = dict(returned), returned.get("_plot")
+        body.pop("_plot", None)
     result = {
         "claim": name,
         "title": c.title,
@@ -329,7 +478,10 @@ def run_claim(
         "rule": c.rule,
         "budget": budget,
         "dataset": ctx.dataset,
-        "seeds": getattr(ctx, "seeds_used", ctx.seeds),
+        "command": command or shlex.join(sys.argv),
+        "seeds": ctx.seeds_used,
+        "arm_configs": ctx.configs,
+        "datasets": ctx.datasets,
         **body,
         "log": ctx.log,
         "runs": ctx.runs,
@@ -338,16 +490,18 @@ def run_claim(
         "environment": {**env, "load_average_1min_end": environment()["load_average_1min"]},
     }
     assert result["verdict"] in VERDICTS, result["verdict"]
-    if not keep_runs:  # the temporary run folders are gone
-        for runs in result.get("arms", {}).values():
-            for run in runs:
+    for runs in result.get("arms", {}).values():
+        for run in runs:
+            run.pop("correct", None)  # used for the test-set noise; too long to keep
+            if not keep_runs:  # the temporary run folders are gone
                 run.pop("run_dir", None)
-    draw = result.pop("_plot", None)
     if draw is not None:
-        save_plot(draw, out / f"{name}.png", result)
-        result["plot"] = f"{name}.png"
-    (out / f"{name}.json").write_text(json.dumps(_finite(result), indent=1, default=str) + "\n")
+        png = path.with_suffix(".png")
+        save_plot(draw, png, result)
+        result["plot"] = png.name
+    path.write_text(json.dumps(_finite(result), indent=1, default=str) + "\n")
     ctx.say(f"verdict: {result['verdict']}. {result['summary']}")
+    result["path"] = str(path)
     return result
 
 

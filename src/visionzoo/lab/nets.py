@@ -6,14 +6,11 @@ switch, the lab builds the pair here, from the families' own blocks where they e
 (GoogLeNet's `Inception` and `AuxClassifier`, `resnet_cifar`, `densenet_cifar`,
 `highway_conv`, `MobileNetV1`, `EfficientNet`, `VisionTransformer`).
 
-These builders are registered only while a lab experiment runs (`lab_models()`), so that
-`fit` can train them by name; they never appear in `list_models()` otherwise.
+`fit` trains these builders through its model-builder entry (`fit(..., model=builder)`,
+see `core.lab_source`): they never enter the global registry.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -244,7 +241,7 @@ class MiniGoogLeNet(ImageClassifier):
 
 
 # ---------------------------------------------------------------------------------------
-# Builders (registered by name only inside `lab_models()`)
+# Builders (passed to `fit` as `model=`, never registered)
 
 
 def lab_cnn4(**kwargs) -> CNN4:
@@ -335,24 +332,3 @@ BUILDERS = (
 
 
 MIN_SIZES = {"lab_mobilenet": 32}  # stride 32 without small_input: pad 28 px images to 32
-
-
-@contextlib.contextmanager
-def lab_models() -> Iterator[None]:
-    """Register the lab builders for the duration of an experiment, then remove them."""
-    from visionzoo.registry import Family, is_registered, register_model, unregister_model
-
-    family = Family("visionzoo lab", 2026, "lab-only twins for the history experiments", "")
-    added = []
-    for fn in BUILDERS:
-        if not is_registered(fn.__name__):
-            min_size = MIN_SIZES.get(fn.__name__, 8)
-            register_model(
-                family, image_size=28, in_channels=1, num_classes=10, min_image_size=min_size
-            )(fn)
-            added.append(fn.__name__)
-    try:
-        yield
-    finally:
-        for name in added:
-            unregister_model(name)

@@ -17,18 +17,50 @@ BADGE = {
 }
 
 
+BUDGET_ORDER = ("full", "quick", "smoke")  # the first present is a claim's shown result
+
+
 def load_results(folder: Path) -> list[dict[str, Any]]:
-    """The claim results in `folder`, in the lab's claim order (unknown names last)."""
-    results = []
+    """The claim results in `folder` (one per claim and budget, the newest where a claim has
+    two files for one budget), in the lab's claim order (unknown names last)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(folder.glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(data, dict) and {"claim", "verdict", "summary"} <= set(data):
-            results.append(data)
+            key = (data["claim"], str(data.get("budget")))
+            if key not in latest or data.get("created", "") >= latest[key].get("created", ""):
+                latest[key] = data
     order = {name: i for i, name in enumerate(CLAIMS)}
-    return sorted(results, key=lambda r: (order.get(r["claim"], len(order)), r["claim"]))
+    rank = {b: i for i, b in enumerate(BUDGET_ORDER)}
+    return sorted(
+        latest.values(),
+        key=lambda r: (order.get(r["claim"], len(order)), r["claim"], rank.get(r.get("budget"), 9)),
+    )
+
+
+def by_claim(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each claim's results, its most complete budget first."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        grouped.setdefault(r["claim"], []).append(r)
+    return grouped
+
+
+def _primary(r: dict[str, Any]) -> str:
+    """'+0.52 pp [+0.21, +0.83], 5 seeds; flags' for the primary sub-claim (older results: the
+    summary)."""
+    p = r.get("primary")
+    if not p:
+        return r["summary"]
+    k, unit = (100, " pp") if p.get("unit", "pp") == "pp" else (1, p.get("unit", ""))
+    text = (
+        f"{p['name']}: {k * p['effect']:+.2f}{unit} [{k * p['lo']:+.2f}, {k * p['hi']:+.2f}],"
+        f" {p['seeds']} seeds"
+    )
+    return text + (f"; {'; '.join(p['flags'])}" if p.get("flags") else "")
 
 
 def _env_line(env: dict[str, Any]) -> str:
@@ -51,20 +83,25 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
         "Each landmark paper's key claim, re-run through visionzoo's one training engine with "
         "the same recipe for every arm. Verdicts follow rules fixed in code before the runs "
-        "(`docs/lab.md`); a difference counts only beyond 2 standard errors.",
+        "(`docs/lab.md`): a claim's headline is its one primary sub-claim, decided by a 95% "
+        "interval on differences paired by seed; validity gates make it inconclusive.",
         "",
-        "| claim | verdict | budget | dataset | measured | time |",
-        "|---|---|---|---|---|---|",
+        "| claim | verdict | budget | primary sub-claim: effect [95% interval], seeds; flags "
+        "| other budget | dataset | time |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        summary = r["summary"].replace("|", "/")
+    grouped = by_claim(results)
+    for name, rs in grouped.items():
+        r, others = rs[0], rs[1:]
+        other = "; ".join(f"{o.get('budget')}: {o['verdict']}" for o in others) or "-"
         lines.append(
-            f"| [{r['claim']}](#{r['claim']}) | **{r['verdict']}** | {r.get('budget')} "
-            f"| {r.get('dataset')} | {summary} | {_time(r)} |"
+            f"| [{name}](#{name}) | **{r['verdict']}** | {r.get('budget')} "
+            f"| {_primary(r).replace('|', '/')} | {other} | {r.get('dataset')} | {_time(r)} |"
         )
-    missing = [n for n in CLAIMS if n not in {r["claim"] for r in results}]
+    missing = [n for n in CLAIMS if n not in grouped]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)} (`visionzoo lab run NAME`)."]
+    results = [rs[0] for rs in grouped.values()]
     for r in results:
         lines += [
             "",
@@ -78,6 +115,13 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"- Rule: {r.get('rule', '')}",
             f"- Verdict: **{r['verdict']}**. {r['summary']}",
         ]
+        for sub in r.get("secondary", []):
+            lines.append(
+                f"- Secondary (not in the headline): {sub['name']}: {sub['verdict']} "
+                f"({sub['reason']})"
+            )
+        for key, value in r.get("facts", {}).items():
+            lines.append(f"- Fact (not evidence): {key}: {value}")
         if r.get("sub_verdicts"):
             lines.append(
                 "- Sub-claims: " + ", ".join(f"{k}: {v}" for k, v in r["sub_verdicts"].items())
@@ -96,6 +140,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def to_html(results: list[dict[str, Any]]) -> str:
     e = html.escape
+    results = [rs[0] for rs in by_claim(results).values()]
     rows = "".join(
         f"<tr><td><a href='#{e(r['claim'])}'>{e(r['claim'])}</a></td>"
         f"<td><span class='v' style='background:{BADGE.get(r['verdict'], '#666')}'>"
@@ -112,6 +157,8 @@ def to_html(results: list[dict[str, Any]]) -> str:
             ("Source", r.get("source", "")),
             ("Rule", r.get("rule", "")),
             ("Measured", r["summary"]),
+            *[("Secondary", f"{x['name']}: {x['verdict']}") for x in r.get("secondary", [])],
+            *[("Fact", f"{k}: {v}") for k, v in r.get("facts", {}).items()],
         ]
         items += [("Scaled down", n) for n in r.get("scaled_down", [])]
         items += [("Environment", _env_line(r.get("environment", {})))]
