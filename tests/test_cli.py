@@ -34,7 +34,7 @@ def test_list_and_info(capsys):
     assert main(["list", "lenet*", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["lenet5", "lenet5_paper"]
-    assert rows[1]["params"] == 60_000
+    assert rows[1]["reference_params"] == 60_000 and rows[1]["small_input"] is False
 
 
 def test_eval_reports_per_class_and_confusion(run_dir, capsys):

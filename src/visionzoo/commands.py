@@ -119,7 +119,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     names = list_models(args.pattern, family=args.family)
     infos = [get_model_info(n) for n in names]
     if args.json:
-        print(json.dumps([_info_dict(i) for i in infos], indent=1))
+        print(json.dumps([i.as_dict() for i in infos], indent=1))
         return 0
     header = ("model", "family", "year", "params", "input", "paper")
     rows = [
@@ -143,14 +143,6 @@ def _print_columns(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[j]) for row in rows) for j in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-
-
-def _info_dict(i) -> dict[str, Any]:
-    return {
-        "name": i.name, "family": i.family, "year": i.year, "paper": i.paper, "url": i.paper_url,
-        "params": i.reference_params, "params_source": i.params_source, "image_size": i.image_size,
-        "in_channels": i.in_channels, "small_input": i.small_input, "key_idea": i.key_idea,
-    }  # fmt: skip
 
 
 def cmd_data(args: argparse.Namespace) -> int:

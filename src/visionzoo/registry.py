@@ -15,8 +15,8 @@ import inspect
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypedDict, cast
 
 from torch import nn
 
@@ -63,11 +63,42 @@ class ModelInfo:
     in_channels: int  # default input channels
     num_classes: int  # default number of classes
     min_image_size: int  # smallest input the default configuration accepts
-    small_input: str  # what `small_input=True` changes ("" when the model has no such mode)
+    small_input: bool  # whether the builder takes `small_input=True` (28-32 px images)
+    small_input_change: str  # what `small_input=True` changes ("" when small_input is False)
     torchvision_name: str | None  # same architecture in torchvision, for ports and comparisons
     timm_name: str | None  # same architecture in timm
     tags: tuple[str, ...] = ()
-    builder: Callable[..., nn.Module] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    builder: Callable[..., nn.Module] | None = field(repr=False, compare=False, default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The card data as JSON-ready values (every field but the builder)."""
+        return {
+            f.name: list(v) if isinstance(v, tuple) else v
+            for f in fields(self)
+            if f.name != "builder"
+            for v in [getattr(self, f.name)]
+        }
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        """Call the registered builder."""
+        if self.builder is None:
+            raise TypeError(f"model {self.name!r} has no builder")
+        return self.builder(**kwargs)
+
+
+class RegisterOptions(TypedDict, total=False):
+    """The keyword arguments of `register_model`, for variant tables written as dicts."""
+
+    params: int | None
+    params_source: str
+    image_size: int
+    in_channels: int
+    num_classes: int
+    min_image_size: int | None
+    small_input: str
+    torchvision: str | None
+    timm: str | None
+    tags: tuple[str, ...]
 
 
 class UnknownModelError(KeyError):
@@ -87,7 +118,9 @@ def parse_docstring(doc: str) -> tuple[str, tuple[str, ...]]:
     The key idea is the paragraph starting with "Key idea:"; each deviation is a paragraph
     starting with "NOTE:". Paragraphs are separated by blank lines or by the next marker.
     """
-    key_idea, notes, current, kind = "", [], [], None
+    key_idea, kind = "", None
+    notes: list[str] = []
+    current: list[str] = []
 
     def flush() -> None:
         nonlocal key_idea
@@ -113,20 +146,23 @@ def parse_docstring(doc: str) -> tuple[str, tuple[str, ...]]:
 
 
 def register_model(
-    family: Family,
-    *,
-    params: int | None = None,
-    params_source: str = "",
-    image_size: int = 224,
-    in_channels: int = 3,
-    num_classes: int = 1000,
-    min_image_size: int | None = None,
-    small_input: str = "",
-    torchvision: str | None = None,
-    timm: str | None = None,
-    tags: tuple[str, ...] = (),
+    family: Family, **options: Any
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder under its function name; registering a name twice is an error."""
+    """Register a builder under its function name; registering a name twice is an error.
+
+    `options` are the `RegisterOptions` keys: `params` (reference parameter count),
+    `params_source`, `image_size`, `in_channels`, `num_classes`, `min_image_size`,
+    `small_input` (what `small_input=True` changes; "" for none), `torchvision` and `timm`
+    (the same architecture's names there) and `tags`. Model files keep shared options in
+    plain dicts, hence `Any`; unknown keys are a TypeError at import.
+    """
+    unknown = set(options) - set(RegisterOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"register_model got unknown options {sorted(unknown)}")
+    opts = cast(RegisterOptions, options)
+    image_size: int = opts.get("image_size", 224)
+    min_image_size = opts.get("min_image_size")
+    small_input = opts.get("small_input", "")
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -146,16 +182,17 @@ def register_model(
             notes=notes,
             docstring=inspect.cleandoc(doc),
             module=fn.__module__,
-            reference_params=params,
-            params_source=params_source,
+            reference_params=opts.get("params"),
+            params_source=opts.get("params_source", ""),
             image_size=image_size,
-            in_channels=in_channels,
-            num_classes=num_classes,
+            in_channels=opts.get("in_channels", 3),
+            num_classes=opts.get("num_classes", 1000),
             min_image_size=min_image_size if min_image_size is not None else image_size,
-            small_input=small_input,
-            torchvision_name=torchvision,
-            timm_name=timm,
-            tags=tags,
+            small_input=bool(small_input),
+            small_input_change=small_input,
+            torchvision_name=opts.get("torchvision"),
+            timm_name=opts.get("timm"),
+            tags=tuple(opts.get("tags", ())),
             builder=fn,
         )
         return fn
@@ -247,7 +284,7 @@ def create_model(
     build_kwargs["num_classes"] = info.num_classes if num_classes is None else num_classes
     build_kwargs["in_channels"] = info.in_channels if in_channels is None else in_channels
     build_kwargs["image_size"] = info.image_size if image_size is None else image_size
-    model = info.builder(**build_kwargs)
+    model = info.build(**build_kwargs)
     # Record how the model was built, so a run can rebuild it from its config.json.
     model.model_name = name
     model.model_kwargs = dict(build_kwargs)

@@ -72,7 +72,7 @@ def _model_kwargs(name: str, small_input: bool, in_channels: int | None) -> dict
 
 
 def info_data(name: str, image_size: int | None, **kwargs: Any) -> dict[str, Any]:
-    """profile_model's figures plus the published ones (`reported`)."""
+    """The registry card, profile_model's figures over it, and the published ones (`reported`)."""
     from visionzoo.bench.profile import profile_model
     from visionzoo.bench.reported import load_reported
     from visionzoo.registry import get_model_info
@@ -85,7 +85,7 @@ def info_data(name: str, image_size: int | None, **kwargs: Any) -> dict[str, Any
     ):
         raise UserError(f"{name} needs --image-size of at least {info.min_image_size}")
     try:
-        data = profile_model(name, image_size, **kwargs)
+        data = {**info.as_dict(), **profile_model(name, image_size, **kwargs)}
     except ValueError as err:  # e.g. an input smaller than the network can take
         raise UserError(str(err).splitlines()[0]) from None
     data["reported"] = load_reported().get(name)

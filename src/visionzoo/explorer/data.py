@@ -80,30 +80,6 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def info_dict(info: ModelInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "family": info.family,
-        "year": info.year,
-        "paper": info.paper,
-        "paper_url": info.paper_url,
-        "authors": info.authors,
-        "key_idea": info.key_idea,
-        "notes": list(info.notes),
-        "docstring": info.docstring,
-        "module": info.module,
-        "reference_params": info.reference_params,
-        "params_source": info.params_source,
-        "image_size": info.image_size,
-        "in_channels": info.in_channels,
-        "num_classes": info.num_classes,
-        "min_image_size": info.min_image_size,
-        "small_input": info.small_input,
-        "torchvision_name": info.torchvision_name,
-        "timm_name": info.timm_name,
-    }
-
-
 # --- results/bench and results/lab ----------------------------------------------------------
 
 _LATENCY_KEYS = ("latency_ms", "median_ms", "latency_median_ms", "ms", "latency")
@@ -360,7 +336,7 @@ class Explorer:
         info = self.info(name)
         reported, _ = load_reported_safe()
         bench = load_bench(self.results_root)
-        card = info_dict(info)
+        card = info.as_dict()
         card["reported"] = _finite(dict(reported[name])) if name in reported else None
         card["bench"] = bench.get(name)
         card["runs"] = [r for r in self.runs() if r["model"] == name]
