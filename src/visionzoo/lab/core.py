@@ -57,6 +57,8 @@ class Claim:
 
 
 CLAIMS: dict[str, Claim] = {}
+ORDER = ("lenet", "alexnet", "vgg", "googlenet", "degradation", "densenet", "separable",
+         "efficientnet", "vit", "transfer")  # fmt: skip
 
 
 def claim(name: str, **meta: Any) -> Callable[[Callable], Callable]:
@@ -539,18 +541,45 @@ def save_plot(draw: Callable, path: Path, result: dict[str, Any]) -> None:
 
 
 def curves(ax, arms: dict[str, list[dict[str, Any]]], key: str, ylabel: str, error: bool = False):
-    """Mean over seeds of one per-epoch metric, one line per arm (1 - acc when error)."""
+    """Mean over seeds of one per-epoch metric, one line per arm (1 - acc when error), with
+    its 95% interval over seeds as a band."""
+    from visionzoo.lab.stats import t975
+
     for arm, runs in arms.items():
         n = min(len(r["curve"]) for r in runs)
         if n == 0:
             continue
-        ys = [mean(r["curve"][i][key] for r in runs) for i in range(n)]
-        ys = [1 - y for y in ys] if error else ys
-        ax.plot(range(1, n + 1), ys, marker="o", ms=3, label=arm)
+        cols = [[r["curve"][i][key] for r in runs] for i in range(n)]
+        cols = [[1 - y for y in c] for c in cols] if error else cols
+        ys = [mean(c) for c in cols]
+        (line,) = ax.plot(range(1, n + 1), ys, marker="o", ms=3, label=arm)
+        if len(runs) > 1:
+            half = [t975(len(c) - 1) * statistics.stdev(c) / math.sqrt(len(c)) for c in cols]
+            lo = [y - h for y, h in zip(ys, half)]
+            hi = [y + h for y, h in zip(ys, half)]
+            ax.fill_between(range(1, n + 1), lo, hi, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def intervals(ax, subclaims: list[Any]) -> None:
+    """Each sub-claim's effect with its 95% interval (the band) and its margin (dashed)."""
+    for i, sub in enumerate(subclaims):
+        k = 100 if sub.unit == "pp" else 1
+        lo = k * sub.lo if math.isfinite(sub.lo) else k * sub.effect
+        hi = k * sub.hi if math.isfinite(sub.hi) else k * sub.effect
+        color = {"reproduced": "#2e7d32", "not reproduced": "#c62828"}.get(sub.verdict, "#757575")
+        ax.barh(i, hi - lo, left=lo, height=0.4, color=color, alpha=0.35)
+        ax.plot([k * sub.effect], [i], "o", color=color)
+        edge = -sub.margin if sub.rule == "no_worse" else sub.margin
+        ax.plot([k * edge] * 2, [i - 0.3, i + 0.3], "k--", lw=0.8)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(range(len(subclaims)), [("* " if s.primary else "") + s.name for s in subclaims])
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("effect (pp; * primary), 95% interval, dashed: margin")
+    ax.grid(axis="x", alpha=0.3)
 
 
 def accuracy_vs_cost(ax, costs: dict[str, float], acc: dict[str, dict[str, Any]], xlabel: str):

@@ -1,0 +1,3 @@
+"""One file per paper's claim; importing the package registers them all."""
+
+from visionzoo.lab.claims import vgg  # noqa: F401
