@@ -18,7 +18,7 @@ from visionzoo.convert import (
     verify_port,
 )
 from visionzoo.models.alexnet import LocalResponseNorm
-from visionzoo.models.base import InputTooSmallError, count_params
+from visionzoo.models.base import AuxOutputs, InputTooSmallError, count_params
 from visionzoo.models.googlenet import INCEPTIONS
 
 warnings.filterwarnings("ignore", message=".*weight initialization.*", category=FutureWarning)
@@ -105,9 +105,9 @@ def test_googlenet_aux_logits_match_torchvision_in_training():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = reference(x)
-        logits = ours(x)
-    torch.testing.assert_close(logits, ref.logits)
-    torch.testing.assert_close(ours.aux_outputs, [ref.aux_logits1, ref.aux_logits2])
+        out = ours(x)
+    torch.testing.assert_close(out.logits, ref.logits)
+    torch.testing.assert_close(out.aux_logits, (ref.aux_logits1, ref.aux_logits2))
 
 
 @pytest.mark.slow
@@ -123,9 +123,9 @@ def test_inception_v3_aux_logits_match_torchvision_at_299():
     x = torch.randn(2, 3, 299, 299)
     with torch.no_grad():
         ref = reference(x)
-        logits = ours(x)
-    torch.testing.assert_close(logits, ref.logits)
-    torch.testing.assert_close(ours.aux_outputs, [ref.aux_logits])
+        out = ours(x)
+    torch.testing.assert_close(out.logits, ref.logits)
+    torch.testing.assert_close(out.aux_logits, (ref.aux_logits,))
 
 
 @pytest.mark.parametrize("name, weights", [("googlenet", [0.3, 0.3]), ("inception_v3", [0.4])])
@@ -134,16 +134,16 @@ def test_aux_outputs_in_training_only(name, weights):
     model = create_model(name, num_classes=5, small_input=True)
     x = torch.randn(2, 3, 32, 32)
     model.train()
-    model(x)
-    assert [a.shape for a in model.aux_outputs] == [(2, 5)] * len(weights)
-    assert model.aux_weights == weights
+    out = model(x)
+    assert isinstance(out, AuxOutputs) and out.logits.shape == (2, 5)
+    assert [a.shape for a in out.aux_logits] == [(2, 5)] * len(weights)
+    assert [out.aux_weight] * len(out.aux_logits) == weights
     model.eval()
     with torch.no_grad():
-        model(x)
-    assert model.aux_outputs == [] and model.aux_weights == []
+        assert isinstance(model(x), torch.Tensor)
     model = create_model(name, num_classes=5, small_input=True, aux_logits=False).train()
-    model(x)
-    assert model.aux_outputs == [] and not any("aux" in n for n, _ in model.named_parameters())
+    assert isinstance(model(x), torch.Tensor)
+    assert not any("aux" in n for n, _ in model.named_parameters())
 
 
 @pytest.mark.parametrize(

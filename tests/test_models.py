@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from visionzoo import create_model, get_model_info, list_models
-from visionzoo.models.base import ImageClassifier, count_params
+from visionzoo.models.base import AuxOutputs, ImageClassifier, count_params, main_logits
 
 ALL = list_models()
 # Hundreds of millions of parameters: one forward/backward at batch 1 only.
@@ -40,11 +40,12 @@ def test_contract(name):
     x = torch.randn(batch, 1, size, size)
 
     model.train()
-    out = model(x)
+    output = model(x)
+    out = main_logits(output)
     assert out.shape == (batch, 7)
     assert torch.isfinite(out).all()
     loss = out.square().mean()
-    for aux in getattr(model, "aux_outputs", None) or []:
+    for aux in output.aux_logits if isinstance(output, AuxOutputs) else ():
         loss = loss + aux.square().mean()
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]

@@ -24,6 +24,7 @@ from visionzoo.data.datasets import InMemoryDataset
 from visionzoo.engine import distributed as dist
 from visionzoo.engine.config import TrainConfig
 from visionzoo.errors import UserError
+from visionzoo.models.base import AuxOutputs, main_logits
 from visionzoo.registry import create_model, get_model_info
 
 
@@ -99,12 +100,13 @@ def evaluate(
 # Training
 
 
-def compute_loss(model: nn.Module, logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-    aux_outputs = getattr(model, "aux_outputs", None) or []
-    aux_weights = getattr(model, "aux_weights", None) or [0.3] * len(aux_outputs)
-    for aux, weight in zip(aux_outputs, aux_weights):
-        loss = loss + weight * F.cross_entropy(aux.float(), y, label_smoothing=label_smoothing)
+def compute_loss(output: Tensor | AuxOutputs, y: Tensor, label_smoothing: float) -> Tensor:
+    """Cross-entropy of the logits, plus the weighted auxiliary losses of an `AuxOutputs`."""
+    loss = F.cross_entropy(main_logits(output).float(), y, label_smoothing=label_smoothing)
+    if isinstance(output, AuxOutputs):
+        for aux in output.aux_logits:
+            aux_loss = F.cross_entropy(aux.float(), y, label_smoothing=label_smoothing)
+            loss = loss + output.aux_weight * aux_loss
     return loss
 
 
@@ -213,8 +215,9 @@ class Stepper:
         for j, (xm, ym) in enumerate(zip(xs, ys)):
             sync = dist.no_sync(model) if j < len(xs) - 1 else contextlib.nullcontext()
             with sync, self.autocast():
-                logits = model(xm)
-                loss = compute_loss(self.raw, logits, ym, cfg.label_smoothing)
+                output = model(xm)
+                loss = compute_loss(output, ym, cfg.label_smoothing)
+            logits = main_logits(output)
             scaled = loss * (len(ym) / len(y))
             (scaler.scale(scaled) if scaler else scaled).backward()
             target = ym.argmax(1) if ym.dim() == 2 else ym

@@ -33,6 +33,24 @@ class FeatureInfo:
     stride: int  # total downsampling from the input, e.g. 8
 
 
+AUX_WEIGHT = 0.3  # GoogLeNet, Section 5: the auxiliary losses are "weighted by 0.3"
+
+
+class AuxOutputs(NamedTuple):
+    """A training-mode forward of a model with auxiliary classifiers (GoogLeNet, Inception v3),
+    like torchvision's `GoogLeNetOutputs`: the loss is
+    `CE(logits) + aux_weight * sum(CE(a) for a in aux_logits)`."""
+
+    logits: Tensor
+    aux_logits: tuple[Tensor, ...]  # in network order
+    aux_weight: float = AUX_WEIGHT
+
+
+def main_logits(output: Tensor | AuxOutputs) -> Tensor:
+    """The logits of a forward's output, with or without auxiliary classifiers."""
+    return output.logits if isinstance(output, AuxOutputs) else output
+
+
 class InputTooSmallError(ValueError):
     """An input smaller than the architecture can take."""
 
@@ -232,9 +250,9 @@ class ImageClassifier(nn.Module):
         small_hint = self.supports_small_input and not self.small_input
         return InputContract(type(self).__name__, self.in_channels, self.min_image_size, small_hint)
 
-    def check_input(self, x: Tensor) -> None:
-        """Raise a clear error for inputs the network cannot take."""
-        check_image_batch(x, self.input_contract())
+    def check_input(self, x: Tensor) -> Tensor:
+        """Return `x`, or raise a clear error for inputs the network cannot take."""
+        return check_image_batch(x, self.input_contract())
 
     def get_classifier(self) -> nn.Module:
         return self.classifier

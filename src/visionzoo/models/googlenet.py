@@ -8,10 +8,11 @@ side and concatenates them; 1x1 "reduction" convolutions before the expensive fi
 the cost flat, so a 22-layer network fits a 1.5 billion multiply-add budget. Global average
 pooling replaces the big fully connected head; two auxiliary classifiers feed gradient in.
 
-The auxiliary classifiers sit on inception (4a) and (4d) and run in training mode only: their
-logits go to `aux_outputs`, weighted 0.3 in the loss as the paper says (`aux_weights`); at
-inference they are ignored. `googlenet` builds them by default: 13,004,888 parameters, of
-which 6,624,904 are the inference network (torchvision's published count, `aux_logits=False`).
+The auxiliary classifiers sit on inception (4a) and (4d) and run in training mode only: there
+the forward returns `AuxOutputs(logits, aux_logits, aux_weight)`, the auxiliary losses weighted
+0.3 as the paper says (`AUX_WEIGHT`); in eval mode it returns the logits alone. `googlenet`
+builds them by default: 13,004,888 parameters, of which 6,624,904 are the inference network
+(torchvision's published count, `aux_logits=False`).
 
 NOTE: The "5x5" branch uses 3x3 kernels by default, as torchvision's GoogLeNet and the
 weights it ships do (a known slip kept for compatibility, pytorch/vision issue #906).
@@ -41,7 +42,13 @@ from torch import Tensor, nn
 
 from visionzoo.convert import StateDict, register_converter, rename_keys
 from visionzoo.layers import ConvNormAct
-from visionzoo.models.base import FeatureInfo, ImageClassifier, init_weights_he
+from visionzoo.models.base import (
+    AUX_WEIGHT,
+    AuxOutputs,
+    FeatureInfo,
+    ImageClassifier,
+    init_weights_he,
+)
 from visionzoo.registry import Family, register_model
 
 FAMILY = Family(
@@ -142,7 +149,7 @@ class GoogLeNet(ImageClassifier):
         in_channels: int = 3,
         image_size: int = 224,
         aux_logits: bool = True,  # the two auxiliary classifiers (training only)
-        aux_weight: float = 0.3,  # "weighted by 0.3" (Section 5)
+        aux_weight: float = AUX_WEIGHT,  # "weighted by 0.3" (Section 5)
         paper_5x5: bool = False,  # True: real 5x5 kernels (torchvision uses 3x3)
         dropout: float = 0.4,
         small_input: bool = False,
@@ -166,8 +173,6 @@ class GoogLeNet(ImageClassifier):
         self.aux2: AuxClassifier | None = None
         if aux_logits and num_classes > 0:
             self._make_aux(num_classes)
-        self.aux_outputs: list[Tensor] = []
-        self.aux_weights: list[float] = []
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
         self.min_image_size = 4 if small_input else 15  # smallest sides that reach inception5b
@@ -182,24 +187,30 @@ class GoogLeNet(ImageClassifier):
         self.aux1 = AuxClassifier(widths["4a"], num_classes)
         self.aux2 = AuxClassifier(widths["4d"], num_classes)
 
-    def _run(self, x: Tensor, taps: list[Tensor] | None = None) -> Tensor:
-        """The layers in order; collects the feature_info maps in `taps` when given, else the
-        auxiliary logits in `aux_outputs` (training mode only)."""
+    def _run(
+        self, x: Tensor, taps: list[Tensor] | None = None, aux: list[Tensor] | None = None
+    ) -> Tensor:
+        """The layers in order; collects the feature_info maps in `taps` and the auxiliary
+        logits in `aux` when given."""
         tap_names = {info.name for info in self.feature_info}
         for name in LAYERS:
             x = getattr(self, name)(x)
-            aux = getattr(self, AUX_TAPS[name]) if name in AUX_TAPS else None
-            if aux is not None and self.training and taps is None:
-                self.aux_outputs.append(aux(x))
+            if aux is not None and name in AUX_TAPS:
+                aux.append(getattr(self, AUX_TAPS[name])(x))
             if taps is not None and name in tap_names:
                 taps.append(x)
         return x
 
+    def forward(self, x: Tensor) -> Tensor | AuxOutputs:  # type: ignore[override]
+        """Logits; in training mode with auxiliary classifiers, `AuxOutputs`."""
+        if not (self.training and self.aux1 is not None):
+            return super().forward(x)
+        aux: list[Tensor] = []
+        x = self._run(self.check_input(x), aux=aux)
+        return AuxOutputs(self.forward_head(x), tuple(aux), self.aux_weight)
+
     def forward_features(self, x: Tensor) -> Tensor:
-        self.aux_outputs = []  # filled in training mode only
-        x = self._run(x)  # (B, 1024, 7, 7) at 224
-        self.aux_weights = [self.aux_weight] * len(self.aux_outputs)
-        return x
+        return self._run(x)  # (B, 1024, 7, 7) at 224
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         taps: list[Tensor] = []

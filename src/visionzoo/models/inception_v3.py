@@ -13,8 +13,8 @@ The network runs on three grids: 35x35 with three `InceptionA` modules (Figure 5
 with four `InceptionB` modules (Figure 6, n=7) and 8x8 with two `InceptionC` modules (Figure
 7), joined by `ReductionA` and `ReductionB` (Figure 10). (torchvision calls the same five
 modules InceptionA, C, E and B, D.) One auxiliary classifier on the 17x17 grid runs in
-training only; its logits go to `aux_outputs`. `inception_v3` builds it by default:
-27,161,264 parameters, 23,834,568 without it (`aux_logits=False`).
+training only, where the forward returns `AuxOutputs(logits, aux_logits, aux_weight)`.
+`inception_v3` builds it by default: 27,161,264 parameters, 23,834,568 without it.
 
 NOTE: The layers follow the released TensorFlow implementation, which torchvision and timm
 reproduce and whose weights they ship, not Table 1 literally: the stem is 3x3/2, 3x3, 3x3,
@@ -41,7 +41,12 @@ from torch import Tensor, nn
 
 from visionzoo.convert import StateDict, register_converter, rename_keys
 from visionzoo.layers import ConvNormAct
-from visionzoo.models.base import FeatureInfo, ImageClassifier, init_weights_he
+from visionzoo.models.base import (
+    AuxOutputs,
+    FeatureInfo,
+    ImageClassifier,
+    init_weights_he,
+)
 from visionzoo.registry import Family, register_model
 
 FAMILY = Family(
@@ -238,8 +243,6 @@ class InceptionV3(ImageClassifier):
         self.mixed7 = nn.Sequential(ReductionB(768), InceptionC(1280), InceptionC(2048))
         self.aux_weight, self.num_classes, self.num_features = aux_weight, num_classes, 2048
         self.aux = AuxClassifier(768, num_classes) if aux_logits and num_classes > 0 else None
-        self.aux_outputs: list[Tensor] = []
-        self.aux_weights: list[float] = []
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(2048, num_classes) if num_classes > 0 else nn.Identity()
         self.min_image_size = 21 if small_input else 75  # smallest sides that reach mixed7
@@ -255,14 +258,21 @@ class InceptionV3(ImageClassifier):
         m6 = self.mixed6(m5)
         return [c2, c4, m5, m6, self.mixed7(m6)]
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def _to_17x17(self, x: Tensor) -> Tensor:
         x = self.conv2b(self.conv2a(self.conv1a(x)))  # (B, 64, 147, 147) at 299
         x = self.pool2(self.conv4a(self.conv3b(self.pool1(x))))  # (B, 192, 35, 35)
-        x = self.mixed6(self.mixed5(x))  # (B, 768, 17, 17)
-        use_aux = self.training and self.aux is not None
-        self.aux_outputs = [self.aux(x)] if use_aux else []  # type: ignore[misc]
-        self.aux_weights = [self.aux_weight] * len(self.aux_outputs)
-        return self.mixed7(x)  # (B, 2048, 8, 8)
+        return self.mixed6(self.mixed5(x))  # (B, 768, 17, 17)
+
+    def forward(self, x: Tensor) -> Tensor | AuxOutputs:  # type: ignore[override]
+        """Logits; in training mode with the auxiliary classifier, `AuxOutputs`."""
+        if not (self.training and self.aux is not None):
+            return super().forward(x)
+        x = self._to_17x17(self.check_input(x))
+        aux = self.aux(x)
+        return AuxOutputs(self.forward_head(self.mixed7(x)), (aux,), self.aux_weight)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.mixed7(self._to_17x17(x))  # (B, 2048, 8, 8)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.dropout(x.mean((2, 3)))  # global average pool: (B, 2048, H, W) -> (B, 2048)
