@@ -36,9 +36,10 @@ def _swin_from_timm(state_dict: StateDict) -> StateDict:
 
 
 _TIMM_EFFICIENTNET_BLOCK = {  # timm's block tensors -> ours, for blocks with / without expansion
-    True: {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "dw.conv", "bn2": "dw.bn",
-           "conv_pwl": "project.conv", "bn3": "project.bn"},
-    False: {"conv_dw": "dw.conv", "bn1": "dw.bn", "conv_pw": "project.conv", "bn2": "project.bn"},
+    True: {"conv_pw": "expand.conv", "bn1": "expand.norm", "conv_dw": "dw.conv", "bn2": "dw.norm",
+           "conv_pwl": "project.conv", "bn3": "project.norm"},
+    False: {"conv_dw": "dw.conv", "bn1": "dw.norm", "conv_pw": "project.conv",
+            "bn2": "project.norm"},
 }  # fmt: skip
 
 
@@ -48,8 +49,8 @@ def _efficientnet_from_timm(state_dict: StateDict) -> StateDict:
     expands = {
         m.group(1) for k in state_dict if (m := re.match(r"^blocks\.(\d+)\.\d+\.conv_pwl\.", k))
     }
-    top = {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "conv_head.conv",
-           "bn2": "conv_head.bn", "classifier": "classifier"}  # fmt: skip
+    top = {"conv_stem": "stem.conv", "bn1": "stem.norm", "conv_head": "conv_head.conv",
+           "bn2": "conv_head.norm", "classifier": "classifier"}  # fmt: skip
     out: StateDict = {}
     for key, value in state_dict.items():
         block = re.match(r"^blocks\.(\d+)\.(\d+)\.(\w+)\.(.+)$", key)
@@ -166,12 +167,12 @@ def _resnet_from_hf(state_dict: StateDict) -> StateDict:
         state_dict,
         [
             (r"^resnet\.embedder\.embedder\.convolution\.", "stem.conv."),
-            (r"^resnet\.embedder\.embedder\.normalization\.", "stem.bn."),
+            (r"^resnet\.embedder\.embedder\.normalization\.", "stem.norm."),
             (r"^resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.", r"stages.\1.\2."),
             (r"\.shortcut\.convolution\.", ".shortcut.conv."),
-            (r"\.shortcut\.normalization\.", ".shortcut.bn."),
+            (r"\.shortcut\.normalization\.", ".shortcut.norm."),
             (r"\.layer\.(\d)\.convolution\.", lambda m: f".conv{int(m[1]) + 1}.conv."),
-            (r"\.layer\.(\d)\.normalization\.", lambda m: f".conv{int(m[1]) + 1}.bn."),
+            (r"\.layer\.(\d)\.normalization\.", lambda m: f".conv{int(m[1]) + 1}.norm."),
             (r"^classifier\.1\.", "classifier."),
         ],
     )

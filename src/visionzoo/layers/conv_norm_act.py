@@ -8,7 +8,7 @@ from torch import nn
 
 
 class ConvNormAct(nn.Sequential):
-    """`conv -> norm -> act` with "same" padding for odd kernels; children `conv`, `bn`, `act`.
+    """`conv -> norm -> act` with "same" padding for odd kernels; children `conv`, `norm`, `act`.
 
     Pass `norm_layer=None` or `act_layer=None` to leave either out.
     """
@@ -41,7 +41,7 @@ class ConvNormAct(nn.Sequential):
             bias=norm_layer is None if bias is None else bias,
         )
         if norm_layer is not None:
-            self.bn = norm_layer(out_channels)
+            self.norm = norm_layer(out_channels)
         if act_layer is not None:
             self.act = act_layer(inplace=inplace) if inplace is not None else act_layer()
         self.out_channels = out_channels

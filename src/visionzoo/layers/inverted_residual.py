@@ -62,12 +62,12 @@ def torchvision_block_rules(tv_block: str, ours: str, names: list[str]) -> list[
     """Renaming rules for one torchvision MBConv/bneck block (`tv_block` a regex ending in
     `block\\.`, whose children are numbered in order) to ours (`ours.{expand,dw,se,project}`):
     the SE child keeps its inner names, the others are torchvision's Conv2dNormActivation
-    (`K.0` conv, `K.1` BN) -> our ConvNormAct (`conv`, `bn`)."""
+    (`K.0` conv, `K.1` BN) -> our ConvNormAct (`conv`, `norm`)."""
     rules = []
     for k, name in enumerate(names):
         tv = rf"{tv_block}{k}\."
         if name == "se":
             rules.append((tv, f"{ours}.se."))
         else:
-            rules += [(tv + r"0\.", f"{ours}.{name}.conv."), (tv + r"1\.", f"{ours}.{name}.bn.")]
+            rules += [(tv + r"0\.", f"{ours}.{name}.conv."), (tv + r"1\.", f"{ours}.{name}.norm.")]
     return rules

@@ -205,7 +205,7 @@ class DenseNet(ImageClassifier):
 
 _TV_RULES = [
     (r"^features\.conv0\.", "stem.conv."),
-    (r"^features\.norm0\.", "stem.bn."),
+    (r"^features\.norm0\.", "stem.norm."),
     (r"^features\.norm5\.", "norm."),
     (r"\.norm1\.", ".bottleneck.norm."),
     (r"\.conv1\.", ".bottleneck.conv."),

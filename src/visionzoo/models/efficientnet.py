@@ -221,7 +221,7 @@ class EfficientNet(ImageClassifier):
 @register_converter("torchvision", "efficientnet_b*")
 def _from_torchvision(state_dict: StateDict) -> StateDict:
     """torchvision's `features.S.J.block.K` -> ours `stages.S-1.J.{expand,dw,se,project}`."""
-    rules = [(r"^features\.0\.0\.", "stem.conv."), (r"^features\.0\.1\.", "stem.bn.")]
+    rules = [(r"^features\.0\.0\.", "stem.conv."), (r"^features\.0\.1\.", "stem.norm.")]
     for i, row in enumerate(TABLE_1_B0):
         names = ["expand"] * (row.expand_ratio != 1) + ["dw", "se", "project"]
         tv_block = rf"^features\.{i + 1}\.(\d+)\.block\."
@@ -229,7 +229,7 @@ def _from_torchvision(state_dict: StateDict) -> StateDict:
     last = len(TABLE_1_B0) + 1
     rules += [
         (rf"^features\.{last}\.0\.", "conv_head.conv."),
-        (rf"^features\.{last}\.1\.", "conv_head.bn."),
+        (rf"^features\.{last}\.1\.", "conv_head.norm."),
         (r"^classifier\.1\.", "classifier."),
     ]
     return rename_keys(state_dict, rules)

@@ -246,5 +246,5 @@ def googlenet(**kwargs) -> GoogLeNet:
 def _from_torchvision(state_dict: StateDict) -> StateDict:
     branches = {"1": "branch1x1", "2": "branch3x3", "3": "branch5x5", "4": "branch_pool"}
     rules = [(rf"\.branch{i}\.", f".{name}.") for i, name in branches.items()]
-    rules.append((r"^fc\.", "classifier."))
+    rules += [(r"^fc\.", "classifier."), (r"\.bn\.", ".norm.")]  # BasicConv2d's bn -> norm
     return rename_keys(state_dict, rules)

@@ -317,6 +317,7 @@ _CHAINS = [  # branch5x5_2 -> branch5x5.1 (a Sequential); the pool branch's conv
     (r"^AuxLogits\.conv1\.", "aux.conv."),
     (r"^AuxLogits\.fc\.", "aux.fc."),
     (r"^fc\.", "classifier."),
+    (r"\.bn\.", ".norm."),  # BasicConv2d's bn -> ConvNormAct's norm
 ]
 
 

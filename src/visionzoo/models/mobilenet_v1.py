@@ -140,11 +140,11 @@ def _from_timm(state_dict: StateDict) -> StateDict:
     """timm's conv_stem/bn1 and blocks.I.J.{conv_dw,bn1,conv_pw,bn2} -> ours."""
     rules = [
         (r"^conv_stem\.", "stem.conv."),
-        (r"^bn1\.", "stem.bn."),
+        (r"^bn1\.", "stem.norm."),
         (r"^blocks\.(\d+)\.(\d+)\.conv_dw\.", r"stages.\1.\2.dw.conv."),
-        (r"^blocks\.(\d+)\.(\d+)\.bn1\.", r"stages.\1.\2.dw.bn."),
+        (r"^blocks\.(\d+)\.(\d+)\.bn1\.", r"stages.\1.\2.dw.norm."),
         (r"^blocks\.(\d+)\.(\d+)\.conv_pw\.", r"stages.\1.\2.pw.conv."),
-        (r"^blocks\.(\d+)\.(\d+)\.bn2\.", r"stages.\1.\2.pw.bn."),
+        (r"^blocks\.(\d+)\.(\d+)\.bn2\.", r"stages.\1.\2.pw.norm."),
     ]
     return rename_keys(state_dict, rules)
 

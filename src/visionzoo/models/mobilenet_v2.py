@@ -120,14 +120,14 @@ def block_prefixes(expand: bool) -> list[tuple[str, str]]:
     """torchvision's InvertedResidual children -> ours (expand and dw are ConvBNAct, the
     projection a bare conv and BN)."""
     tv = ["0.0", "0.1", "1.0", "1.1", "2", "3"] if expand else ["0.0", "0.1", "1", "2"]
-    ours = ["expand.conv", "expand.bn"] if expand else []
-    return list(zip(tv, ours + ["dw.conv", "dw.bn", "project.conv", "project.bn"]))
+    ours = ["expand.conv", "expand.norm"] if expand else []
+    return list(zip(tv, ours + ["dw.conv", "dw.norm", "project.conv", "project.norm"]))
 
 
 @register_converter("torchvision", "mobilenet_v2")
 def _from_torchvision(state_dict: StateDict) -> StateDict:
     """torchvision's flat `features.N.conv.K` -> ours `stages.i.j.{expand,dw,project}`."""
-    rules, k = [(r"^features\.0\.0\.", "stem.conv."), (r"^features\.0\.1\.", "stem.bn.")], 1
+    rules, k = [(r"^features\.0\.0\.", "stem.conv."), (r"^features\.0\.1\.", "stem.norm.")], 1
     for i, row in enumerate(TABLE_2):
         for j in range(row.repeats):
             for tv, ours in block_prefixes(row.expand_ratio != 1):
@@ -137,7 +137,7 @@ def _from_torchvision(state_dict: StateDict) -> StateDict:
             k += 1
     rules += [
         (rf"^features\.{k}\.0\.", "conv_head.conv."),
-        (rf"^features\.{k}\.1\.", "conv_head.bn."),
+        (rf"^features\.{k}\.1\.", "conv_head.norm."),
         (r"^classifier\.1\.", "classifier."),
     ]
     return rename_keys(state_dict, rules)

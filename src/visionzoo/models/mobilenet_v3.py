@@ -172,7 +172,7 @@ def torchvision_converter(rows: tuple[BneckRow, ...]):
     """A converter from torchvision's flat `features.N.block.K` to ours for one table."""
 
     def convert(state_dict: StateDict) -> StateDict:
-        rules = [(r"^features\.0\.0\.", "stem.conv."), (r"^features\.0\.1\.", "stem.bn.")]
+        rules = [(r"^features\.0\.0\.", "stem.conv."), (r"^features\.0\.1\.", "stem.norm.")]
         for i, indices in enumerate(group_stages(rows)):
             for j, k in enumerate(indices):
                 row, prefix = rows[k], f"stages.{i}.{j}"
@@ -182,7 +182,7 @@ def torchvision_converter(rows: tuple[BneckRow, ...]):
         last = len(rows) + 1
         rules += [
             (rf"^features\.{last}\.0\.", "conv_head.conv."),
-            (rf"^features\.{last}\.1\.", "conv_head.bn."),
+            (rf"^features\.{last}\.1\.", "conv_head.norm."),
             (r"^classifier\.0\.", "head_fc."),
             (r"^classifier\.3\.", "classifier."),
         ]

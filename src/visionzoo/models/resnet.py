@@ -191,7 +191,7 @@ class ResNet(ImageClassifier):
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     last = m.conv2 if isinstance(m, BasicBlock) else m.conv3
-                    nn.init.zeros_(last.bn.weight)
+                    nn.init.zeros_(last.norm.weight)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem_pool(self.stem(x)))  # (B, C, H/32, W/32)
@@ -213,13 +213,13 @@ class ResNet(ImageClassifier):
 @register_converter("torchvision", "resnet*")
 def _from_torchvision(state_dict: StateDict) -> StateDict:
     """torchvision's conv1/bn1/layerN/downsample/fc names -> ours."""
-    rules = [(r"^conv1\.", "stem.conv."), (r"^bn1\.", "stem.bn."), (r"^fc\.", "classifier.")]
+    rules = [(r"^conv1\.", "stem.conv."), (r"^bn1\.", "stem.norm."), (r"^fc\.", "classifier.")]
     rules += [(rf"^layer{i}\.", f"stages.{i - 1}.") for i in range(1, 5)]
     rules += [
         (r"\.conv(\d)\.", r".conv\1.conv."),
-        (r"\.bn(\d)\.", r".conv\1.bn."),
+        (r"\.bn(\d)\.", r".conv\1.norm."),
         (r"\.downsample\.0\.", ".shortcut.conv."),
-        (r"\.downsample\.1\.", ".shortcut.bn."),
+        (r"\.downsample\.1\.", ".shortcut.norm."),
     ]
     return rename_keys(state_dict, rules)
 

@@ -213,7 +213,7 @@ def _from_torchvision(state_dict: StateDict) -> StateDict:
         for j in range(depth):
             mapping[f"features.{index}."] = f"stages.{s}.{j}.conv."
             if batch_norm:
-                mapping[f"features.{index + 1}."] = f"stages.{s}.{j}.bn."
+                mapping[f"features.{index + 1}."] = f"stages.{s}.{j}.norm."
             index += 3 if batch_norm else 2  # conv, (bn), relu
         index += 1  # max-pool
     mapping.update(

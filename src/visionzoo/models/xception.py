@@ -193,7 +193,7 @@ def _timm_module(i: int) -> str:
 def _from_timm(state_dict: StateDict) -> StateDict:
     """timm's conv1..4/bn1..4/blockN.rep.K/skip/fc names -> ours."""
     rules = [(rf"^conv{i}\.", f"stem.{i - 1}.conv.") for i in (1, 2)]
-    rules += [(rf"^bn{i}\.", f"stem.{i - 1}.bn.") for i in (1, 2)]
+    rules += [(rf"^bn{i}\.", f"stem.{i - 1}.norm.") for i in (1, 2)]
     for i in (3, 4):
         rules += [
             (rf"^conv{i}\.conv1\.", f"exit.{i - 2}.conv.depthwise."),
@@ -204,7 +204,7 @@ def _from_timm(state_dict: StateDict) -> StateDict:
         prefix = _timm_module(i)
         rules += [
             (rf"^block{i}\.skip\.", f"{prefix}.shortcut.conv."),
-            (rf"^block{i}\.skipbn\.", f"{prefix}.shortcut.bn."),
+            (rf"^block{i}\.skipbn\.", f"{prefix}.shortcut.norm."),
         ]
         # rep = [ReLU, SepConv, BN] per layer (block1 lacks the first ReLU): layer = index // 3.
         for k in range(9):
