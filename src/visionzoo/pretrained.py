@@ -145,6 +145,7 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 def port_detected(model: nn.Module, state_dict: StateDict, sources: list[str] | None = None) -> str:
     """Load `state_dict` in whichever layout fits (ours, then each source's); return its name."""
     from visionzoo.models.base import FeatureExtractor
+    from visionzoo.models.migrate import migrate_state_dict
 
     target = model.model if isinstance(model, FeatureExtractor) else model
     name = getattr(target, "model_name", None)
@@ -154,7 +155,7 @@ def port_detected(model: nn.Module, state_dict: StateDict, sources: list[str] | 
     candidates = ["visionzoo"] + (sources or known_sources())
     for source in candidates:
         if source == "visionzoo":
-            converted = dict(state_dict)
+            converted = migrate_state_dict(target, state_dict)
         else:
             try:
                 converted = get_converter(name, source)(dict(state_dict))

@@ -190,6 +190,7 @@ def load_run(path: str | Path, weights: str = WEIGHTS) -> Run:
     from safetensors.torch import load_file
 
     from visionzoo.convert import WeightMismatchError, check_state_dict
+    from visionzoo.models.migrate import migrate_state_dict
 
     path = Path(path)
     config = read_config(path)
@@ -201,7 +202,7 @@ def load_run(path: str | Path, weights: str = WEIGHTS) -> Run:
     except (TypeError, ValueError, KeyError) as err:
         raise UserError(f"{path / CONFIG}: cannot build {config['model']!r}: {err}") from None
     try:
-        state = load_file(file)
+        state = migrate_state_dict(model, load_file(file))
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"{file} is not a readable safetensors file ({err})") from None
     try:

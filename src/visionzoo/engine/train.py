@@ -447,6 +447,8 @@ def save_checkpoint(path: Path, state: TrainState, cfg: TrainConfig) -> None:
 
 
 def load_checkpoint(path: Path, state: TrainState, cfg: TrainConfig) -> None:
+    from visionzoo.models.migrate import migrate_state_dict
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
@@ -457,11 +459,12 @@ def load_checkpoint(path: Path, state: TrainState, cfg: TrainConfig) -> None:
         found = ckpt.get("model_name") if isinstance(ckpt, dict) else "?"
         raise UserError(f"{path} is the training state of {found!r}, not {cfg.model!r}")
     try:
-        dist.unwrap(state.model).load_state_dict(ckpt["model"])
+        model = dist.unwrap(state.model)
+        model.load_state_dict(migrate_state_dict(model, ckpt["model"]))
         state.optimizer.load_state_dict(ckpt["optimizer"])
         state.scheduler.load_state_dict(ckpt["scheduler"])
         if state.ema is not None and ckpt["ema"] is not None:
-            state.ema.load_state_dict(ckpt["ema"])
+            state.ema.load_state_dict(migrate_state_dict(state.ema, ckpt["ema"]))
         if state.scaler is not None and ckpt["scaler"] is not None:
             state.scaler.load_state_dict(ckpt["scaler"])
     except (KeyError, RuntimeError, ValueError) as err:

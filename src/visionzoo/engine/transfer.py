@@ -189,7 +189,9 @@ def initialise(model: nn.Module, source: str, class_names: list[str] | None = No
     The head is reset whenever the new task's classes differ from the source's, also when
     their number happens to be the same (Fashion-MNIST -> MNIST: 10 and 10).
     """
-    state = source_state_dict(source, model.model_name)
+    from visionzoo.models.migrate import migrate_state_dict
+
+    state = migrate_state_dict(model, source_state_dict(source, model.model_name))
     if is_weights_file(source):
         state = detect_layout(model, state, source)
     theirs = source_classes(source)
