@@ -10,7 +10,7 @@ def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     keep = 1.0 - p
     mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-    return x * mask / keep
+    return x * mask / keep if keep > 0.0 else x * mask  # keep = 0: every branch dropped
 
 
 class DropPath(nn.Module):

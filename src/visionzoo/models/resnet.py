@@ -78,7 +78,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, shortcut="B", **_) -> None:
+    def __init__(
+        self, in_channels: int, width: int, stride: int = 1, shortcut: str | None = "B"
+    ) -> None:
         super().__init__()
         self.conv1 = ConvNormAct(in_channels, width, 3, stride)
         self.conv2 = ConvNormAct(width, width, 3, act_layer=None)
@@ -155,6 +157,9 @@ class ResNet(ImageClassifier):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if stride_in_1x1 and not issubclass(block, Bottleneck):
+            raise ValueError("stride_in_1x1 applies to Bottleneck blocks (ResNet-50 and deeper)")
+        extra = {"stride_in_1x1": True} if stride_in_1x1 else {}
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.supports_small_input = stem == "imagenet"
         self.small_input = small_input or stem == "cifar"
@@ -176,7 +181,7 @@ class ResNet(ImageClassifier):
             blocks = []
             for j in range(depth):
                 s = 2 if (i > 0 and j == 0) else 1
-                blocks.append(block(channels, width, s, shortcut, stride_in_1x1=stride_in_1x1))
+                blocks.append(block(channels, width, s, shortcut, **extra))
                 channels = width * block.expansion
             stride *= 2 if i > 0 else 1
             stages.append(nn.Sequential(*blocks))
