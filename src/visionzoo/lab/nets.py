@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visionzoo.models.base import FeatureInfo, ImageClassifier, init_weights_he
+from visionzoo.layers import ConvNormAct
+from visionzoo.models.base import AuxOutputs, FeatureInfo, ImageClassifier, init_weights_he
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def conv_bn_act(c_in: int, c_out: int, k: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), act()
-    )
+def conv_bn_act(c_in: int, c_out: int, k: int, act: type[nn.Module] = nn.ReLU) -> nn.Module:
+    """The shared `ConvNormAct` ("same" padding, BatchNorm), activation selectable."""
+    return ConvNormAct(c_in, c_out, k, act_layer=act, inplace=None)
 
 
 class _LabNet(ImageClassifier):
@@ -163,11 +163,31 @@ class NaiveInception(nn.Module):
         return torch.cat([b(x) for b in branches], 1)
 
 
+class ScaledAux(nn.Module):
+    """GoogLeNet Sec. 5's auxiliary classifier with its widths divided by `div` like the body
+    (avg-pool 4x4 -> 1x1 conv 128/div -> fc 1024/div -> dropout 70% -> linear), so the
+    heads do not outweigh a shrunken body."""
+
+    def __init__(self, in_channels: int, num_classes: int, div: int) -> None:
+        from visionzoo.models.googlenet import BasicConv
+
+        super().__init__()
+        self.conv = BasicConv(in_channels, 128 // div, 1)
+        self.fc1 = nn.Linear(128 // div * 16, 1024 // div)
+        self.dropout = nn.Dropout(0.7)
+        self.fc2 = nn.Linear(1024 // div, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(F.adaptive_avg_pool2d(x, 4)).flatten(1)  # (B, C, H, W) -> (B, 16 C')
+        return self.fc2(self.dropout(F.relu(self.fc1(x))))
+
+
 class MiniGoogLeNet(ImageClassifier):
     """GoogLeNet's Table 1 with every width divided by `div`, for 28-32 px images: a 3x3
     stem, inception (3a, 3b) at 14x14, (4a-4e) at 7x7, (5a, 5b) at 4x4, GAP, dropout 0.4,
     linear. `reduce=False` swaps in `NaiveInception`; `aux=True` adds the two auxiliary
-    classifiers after 4a and 4d, weighted 0.3 in the loss (training only)."""
+    classifiers after 4a and 4d (`ScaledAux`), whose logits a training-mode forward returns
+    in an `AuxOutputs` for the engine's loss (weighted 0.3)."""
 
     def __init__(
         self,
@@ -180,7 +200,7 @@ class MiniGoogLeNet(ImageClassifier):
     ) -> None:
         from dataclasses import replace
 
-        from visionzoo.models.googlenet import INCEPTIONS, AuxClassifier, BasicConv, Inception
+        from visionzoo.models.googlenet import INCEPTIONS, BasicConv, Inception
 
         super().__init__()
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
@@ -197,10 +217,8 @@ class MiniGoogLeNet(ImageClassifier):
             c = small.out_channels
         self.blocks = nn.ModuleDict(blocks)
         w4a, w4d = (self.blocks[k].branch_pool[1].conv.in_channels for k in ("4b", "4e"))
-        self.aux1 = AuxClassifier(w4a, num_classes) if aux else None
-        self.aux2 = AuxClassifier(w4d, num_classes) if aux else None
-        self.aux_outputs: list[Tensor] = []
-        self.aux_weights: list[float] = []
+        self.aux1 = ScaledAux(w4a, num_classes, div) if aux else None
+        self.aux2 = ScaledAux(w4d, num_classes, div) if aux else None
         self.dropout = nn.Dropout(0.4)
         self.num_features = c
         self.classifier = nn.Linear(c, num_classes)
@@ -211,24 +229,31 @@ class MiniGoogLeNet(ImageClassifier):
         ]
         init_weights_he(self)
 
-    def _run(self, x: Tensor, taps: list[Tensor] | None = None) -> Tensor:
+    def _run(
+        self, x: Tensor, taps: list[Tensor] | None = None, aux: list[Tensor] | None = None
+    ) -> Tensor:
         x = self.stem(x)
         for name, block in self.blocks.items():
             if name in ("3a", "4a", "5a"):
                 x = self.pool(x)  # 28 -> 14 -> 7 -> 4
             x = block(x)
-            aux = {"4a": self.aux1, "4d": self.aux2}.get(name)
-            if aux is not None and self.training and taps is None:
-                self.aux_outputs.append(aux(x))
+            head = {"4a": self.aux1, "4d": self.aux2}.get(name)
+            if head is not None and aux is not None:
+                aux.append(head(x))
             if taps is not None and name in ("3b", "4e", "5b"):
                 taps.append(x)
         return x
 
+    def forward(self, x: Tensor) -> Tensor | AuxOutputs:  # type: ignore[override]
+        """Logits; in training mode with auxiliary classifiers, `AuxOutputs`."""
+        if not (self.training and self.aux1 is not None):
+            return super().forward(x)
+        aux: list[Tensor] = []
+        x = self._run(x, aux=aux)
+        return AuxOutputs(self.forward_head(x), tuple(aux))
+
     def forward_features(self, x: Tensor) -> Tensor:
-        self.aux_outputs = []
-        x = self._run(x)
-        self.aux_weights = [0.3] * len(self.aux_outputs)
-        return x
+        return self._run(x)
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         taps: list[Tensor] = []
