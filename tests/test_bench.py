@@ -266,7 +266,7 @@ def test_fast_path_folds_batchnorm_and_keeps_logits():
     pairs = find_conv_bn_pairs(model, x)
     assert sorted(pairs) == [("conv1", "bn1"), ("seq.0", "seq.1")]
     fast = optimize(model, image_size=16)
-    assert fast.model.folded_batchnorms == 2
+    assert fast.rewrite.folded_batchnorms == 2
     assert isinstance(fast.model.bn1, nn.Identity) and isinstance(model.bn1, nn.BatchNorm2d)
     torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=0)
 
@@ -332,7 +332,7 @@ def test_fast_path_packs_convolutions_and_fuses_their_activations():
     assert all(c.rpartition(".")[0] == a.rpartition(".")[0] for c, a in pairs)
     fast = optimize(model)
     if _has_mkldnn_conv():
-        assert fast.model.packed_convolutions == 53 and fast.model.fused_activations == 33
+        assert fast.rewrite.packed_convolutions == 53 and fast.rewrite.fused_activations == 33
         assert sum(isinstance(m, PackedConv2d) for m in fast.model.modules()) == 53
     for batch in (1, 3):  # the pack made for batch 1 serves other shapes
         xb = torch.randn(batch, 3, 224, 224)
@@ -401,7 +401,7 @@ def test_fast_path_fuses_mlp_linear_and_gelu():
     model = create_model("vit_tiny_patch16", small_input=True, num_classes=10).eval()
     fast = optimize(model)
     expected = 12 if _has_linear_gelu() else 0  # one per encoder block's MLP
-    assert fast.model.fused_linear_gelus == expected
+    assert fast.rewrite.fused_linear_gelus == expected
     assert sum(isinstance(m, LinearGELU) for m in fast.model.modules()) == expected
     assert not any(isinstance(m, LinearGELU) for m in model.modules())  # original untouched
     x = torch.randn(3, 3, 32, 32)
@@ -445,18 +445,18 @@ def test_bf16_fast_path_casts_in_and_out_and_stays_close(bf16_kind):
     fast = optimize(model, image_size=16, dtype="bf16")
     assert fast.dtype is torch.bfloat16
     assert all(p.dtype is torch.bfloat16 for p in fast.model.parameters())
-    assert fast.model.folded_batchnorms == 2
+    assert fast.rewrite.folded_batchnorms == 2
     packed = [m for m in fast.model.modules() if isinstance(m, PackedConv2d)]
     # packed oneDNN convolutions only where the CPU has the kernels; plain Conv2d elsewhere
     assert (len(packed) == 3) == (bf16_kind == "packed")
-    assert fast.model.packed_convolutions == len(packed)
+    assert fast.rewrite.packed_convolutions == len(packed)
     assert all(p.dtype is torch.float32 for p in model.parameters())  # original untouched
     x = torch.randn(4, 3, 16, 16)
     y, ref = fast(x), model(x)
     assert y.dtype is torch.float32  # fp32 in, fp32 out
     err = float((y - ref).abs().max())
     assert 0 < err <= 0.1 * max(1.0, float(ref.abs().max()))  # rounded, but close
-    assert fast.model.logit_error > 0 and fast.model.logit_scale > 0
+    assert fast.rewrite.logit_error > 0 and fast.rewrite.logit_scale > 0
     assert fast(x.to(torch.bfloat16)).dtype is torch.bfloat16  # bf16 in, bf16 out
 
 

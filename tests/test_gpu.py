@@ -57,7 +57,7 @@ def test_optimize_on_cuda(dtype, monkeypatch):
     model = create_model("resnet18", num_classes=10).cuda().eval()
     fast = optimize(model, image_size=64, dtype=dtype)
     assert fast.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    assert fast.model.folded_batchnorms > 0 and fast.model.packed_convolutions == 0
+    assert fast.rewrite.folded_batchnorms > 0 and fast.rewrite.packed_convolutions == 0
     # TF32 (cuDNN's default for float32 convolutions, and what an earlier `fit` in this process
     # may have left on for matrix products) rounds to 10 bits: compare without it
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)

@@ -13,11 +13,13 @@ import pytest
 
 import visionzoo.engine.train as train_mod
 import visionzoo.runs as runs
+import visionzoo.utils as utils
 from visionzoo.cli import main
 from visionzoo.engine.config import TrainConfig
 from visionzoo.engine.fit import fit
 from visionzoo.errors import UserError
-from visionzoo.runs import RunLock, append_jsonl, device_of, load_run
+from visionzoo.runs import RunLock, device_of, load_run
+from visionzoo.utils import append_jsonl
 
 QUICK = dict(model="lenet5", dataset="synthetic", epochs=1, batch_size=64, threads=1,
              device="cpu", tensorboard=False)  # fmt: skip
@@ -83,7 +85,7 @@ def test_out_with_other_files_is_refused(tmp_path):
 
 def test_full_disk_while_overwriting_leaves_the_old_run(done_run, monkeypatch):
     before = snapshot(done_run)
-    monkeypatch.setattr(runs, "atomic_write", no_space)
+    monkeypatch.setattr(utils, "atomic_write", no_space)
     with pytest.raises(UserError) as err:
         train(done_run, overwrite=True, model="lenet5_paper")
     assert (
@@ -95,7 +97,7 @@ def test_full_disk_while_overwriting_leaves_the_old_run(done_run, monkeypatch):
 
 def test_full_disk_on_resume_of_a_finished_run_keeps_its_config(done_run, monkeypatch):
     before = snapshot(done_run)
-    monkeypatch.setattr(runs, "atomic_write", no_space)
+    monkeypatch.setattr(utils, "atomic_write", no_space)
     for epochs in (1, 3):
         with pytest.raises(UserError, match="the run in .* is unchanged"):
             train(done_run, resume=True, epochs=epochs)
@@ -131,16 +133,16 @@ def test_torch_save_on_a_full_disk_is_enospc(tmp_path, monkeypatch):
         def write(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs.os, "fdopen", lambda fd, mode: Full(fd, "wb"))
+    monkeypatch.setattr(utils.os, "fdopen", lambda fd, mode: Full(fd, "wb"))
     with pytest.raises(OSError) as err:  # torch.save itself says "enforce fail at ..."
-        runs.atomic_write(tmp_path / "c.pt", lambda f: torch.save({"w": torch.ones(3)}, f))
+        utils.atomic_write(tmp_path / "c.pt", lambda f: torch.save({"w": torch.ones(3)}, f))
     assert err.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
 
 
 def test_append_jsonl_leaves_no_half_line(tmp_path, monkeypatch):
     file = tmp_path / "metrics.jsonl"
     append_jsonl(file, {"epoch": 1})
-    monkeypatch.setattr(runs.os, "fsync", no_space)
+    monkeypatch.setattr(utils.os, "fsync", no_space)
     with pytest.raises(OSError):
         append_jsonl(file, {"epoch": 2})
     assert file.read_text() == '{"epoch": 1}\n'

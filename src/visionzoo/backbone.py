@@ -34,7 +34,7 @@ def select_levels(model: ImageClassifier, out_indices: Sequence[int] | None) -> 
     picked = []
     for i in out_indices:
         if not -n <= i < n:
-            name = getattr(model, "model_name", type(model).__name__)
+            name = getattr(model, "model_name", None) or type(model).__name__
             raise UserError(f"{name} has feature levels 0..{n - 1}; out_indices has {i}")
         picked.append(i % n)
     return tuple(picked)

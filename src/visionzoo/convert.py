@@ -97,7 +97,7 @@ def check_state_dict(model: nn.Module, state_dict: StateDict, what: str = "state
             shown = ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
             problems.append(f"{len(items)} {label}: {shown}")
     if problems:
-        name = getattr(model, "model_name", type(model).__name__)
+        name = getattr(model, "model_name", None) or type(model).__name__
         raise WeightMismatchError(f"{what} does not fit {name}: " + "; ".join(problems))
 
 

@@ -284,10 +284,13 @@ def create_model(
     build_kwargs["num_classes"] = info.num_classes if num_classes is None else num_classes
     build_kwargs["in_channels"] = info.in_channels if in_channels is None else in_channels
     build_kwargs["image_size"] = info.image_size if image_size is None else image_size
+    from visionzoo.models.base import FeatureExtractor, ImageClassifier
+
     model = info.build(**build_kwargs)
-    # Record how the model was built, so a run can rebuild it from its config.json.
-    model.model_name = name
-    model.model_kwargs = dict(build_kwargs)
+    if not isinstance(model, ImageClassifier):
+        raise TypeError(f"the builder of {name!r} returned a {type(model).__name__}, "
+                        "not an ImageClassifier")  # fmt: skip
+    model.model_name, model.model_kwargs = name, dict(build_kwargs)
     if pretrained and not weights:
         weights = "torchvision" if info.torchvision_name else "timm"
     if weights:
@@ -295,7 +298,5 @@ def create_model(
 
         load_pretrained(model, weights)
     if features_only:
-        from visionzoo.models.base import FeatureExtractor
-
         return FeatureExtractor(model, out_indices)
     return model

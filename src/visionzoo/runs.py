@@ -22,23 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import torch
 from torch import nn
 
 from visionzoo.errors import UserError
+from visionzoo.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -62,85 +60,13 @@ class Run:
         return self.path.name
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """`write(f)` into a temporary file beside `path`, fsync, then rename over `path`.
-
-    A full disk surfaces as OSError(ENOSPC) even when the writer hides it (torch.save turns
-    a failed write into "enforce fail at inline_container.cc ... unexpected pos").
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sink = _Sink(f)
-            try:
-                write(sink)
-            except Exception:
-                if sink.error is not None:
-                    raise sink.error from None
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class _Sink(io.RawIOBase):
-    """A binary file that remembers the OSError its last write raised."""
-
-    def __init__(self, f: BinaryIO):
-        self.f, self.error = f, None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        try:
-            return self.f.write(data)
-        except OSError as err:
-            self.error = err
-            raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, (Path, torch.device, torch.dtype)):
-        return str(obj)
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def save_weights(path: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
     """The model's state dict as safetensors, atomically (shared tensors are copied)."""
     from safetensors.torch import save
 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     data = save(state, metadata=metadata)
-    atomic_write(path, lambda f: f.write(data))
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One line at the end of `path`; a failed write (a full disk) leaves no partial line."""
-    line = (json.dumps(record, default=_jsonable) + "\n").encode("utf-8")
-    with open(path, "ab") as f:
-        size = f.tell()
-        try:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        except OSError:
-            f.truncate(size)
-            raise
+    atomic_write_bytes(path, data)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -225,7 +151,7 @@ def save_run(
     out.mkdir(parents=True, exist_ok=True)
     config = dict(config)
     config.setdefault("model", getattr(model, "model_name", None))
-    config.setdefault("model_kwargs", getattr(model, "model_kwargs", {}))
+    config.setdefault("model_kwargs", dict(getattr(model, "model_kwargs", {})))
     save_weights(out / WEIGHTS, model)
     atomic_write_json(out / CONFIG, config)
     metrics = list(metrics)

@@ -47,6 +47,7 @@ import copy
 import functools
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -94,11 +95,24 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return dtype
 
 
+@dataclass(frozen=True)
+class Rewrite:
+    """What `optimize` changed in the model, and how far its logits moved on the probe image."""
+
+    folded_batchnorms: int = 0
+    fused_linear_gelus: int = 0
+    packed_convolutions: int = 0
+    fused_activations: int = 0  # activations fused into packed convolutions
+    logit_error: float = 0.0  # max |fast - eager| logit
+    logit_scale: float = 0.0  # max |eager| logit, to read logit_error against
+
+
 class InferenceModel(nn.Module):
     """An optimized model: forward under inference_mode, inputs made channels-last.
 
     With a reduced `dtype`, floating inputs are cast to it and the output cast back to the
-    input's dtype, so callers keep passing and receiving fp32 tensors."""
+    input's dtype, so callers keep passing and receiving fp32 tensors. `rewrite` says what
+    the optimization changed."""
 
     def __init__(
         self,
@@ -106,15 +120,17 @@ class InferenceModel(nn.Module):
         channels_last: bool = True,
         compiled: Any = None,
         dtype: torch.dtype = torch.float32,
+        rewrite: Rewrite | None = None,
     ):
         super().__init__()
         self.model = model
         self.channels_last = channels_last
         self.dtype = dtype
+        self.rewrite = rewrite or Rewrite()
         # torch.compile's wrapper of `model` (or None), kept out of the submodules so that
         # state_dict() has the model's keys once
         object.__setattr__(self, "_compiled", compiled)
-        self.model_name = getattr(model, "model_name", None)
+        self.model_name: str | None = getattr(model, "model_name", None)
 
     def forward(self, x: Tensor) -> Tensor:
         in_dtype = x.dtype
@@ -416,8 +432,10 @@ def optimize(
     with torch.no_grad(), _full_fp32(x.device):
         expected = model(x)
     try:
-        fast = _rewrite(model if inplace else copy.deepcopy(model), x, expected, dtype, atol,
-                        channels_last, compile, undo_cast=inplace)  # fmt: skip
+        target = model if inplace else copy.deepcopy(model)
+        fast, rewrite = _rewrite(
+            target, x, expected, dtype, atol, channels_last, compile, undo_cast=inplace
+        )
     except _NoKernel as err:
         warnings.warn(
             f"the fast path cannot run {getattr(model, 'model_name', None) or 'this model'} in "
@@ -435,7 +453,9 @@ def optimize(
         dynamo_config = torch._dynamo.config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         compiled = torch.compile(fast, dynamic=False, options={"freezing": True})
-    return InferenceModel(fast, channels_last=channels_last, compiled=compiled, dtype=dtype)
+    return InferenceModel(
+        fast, channels_last=channels_last, compiled=compiled, dtype=dtype, rewrite=rewrite
+    )
 
 
 @contextlib.contextmanager
@@ -476,7 +496,7 @@ def _rewrite(
     channels_last: bool,
     compile: bool,
     undo_cast: bool = False,
-) -> nn.Module:
+) -> tuple[nn.Module, Rewrite]:
     """Fold, fuse, cast and pack `fast` in place, then check its logits against `expected`.
     With `undo_cast`, a model that cannot run in `dtype` is given back its float32 weights."""
     atol = TOLERANCE[dtype] if atol is None else atol
@@ -514,7 +534,4 @@ def _rewrite(
             f"optimized logits differ by {diff:.2e} in {_name(dtype)} "
             f"(allowed {atol:g} x max(1, |logits|); folded {folded} BatchNorms)"
         )
-    fast.folded_batchnorms, fast.fused_linear_gelus = folded, fused
-    fast.packed_convolutions, fast.fused_activations = packed, fused_acts
-    fast.logit_error, fast.logit_scale = diff, scale  # on the probe image
-    return fast
+    return fast, Rewrite(folded, fused, packed, fused_acts, logit_error=diff, logit_scale=scale)

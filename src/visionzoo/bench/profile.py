@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from visionzoo.registry import create_model, get_model_info
+from visionzoo.utils import atomic_write_text
 
 __all__ = ["PAPER_DEPTH", "count_flops", "flop_counter", "graph_depth", "profile_model"]
 
@@ -402,10 +403,7 @@ def profile_model(
     _MEMORY_CACHE[key] = result
     if use_cache:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(result))
-            tmp.replace(path)
+            atomic_write_text(path, json.dumps(result))
         except OSError:
             pass  # a read-only home: the in-memory cache still works
     return json.loads(json.dumps(result))

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from visionzoo.bench.optimize import DTYPES, optimize
-from visionzoo.engine.train import git_commit
 from visionzoo.errors import UserError
+from visionzoo.utils import cpu_flags, cpu_model, git_state, gpu_model
 
 __all__ = [
     "BenchConfig",
@@ -310,8 +310,8 @@ def bench_model(
                 advance(f"{name} b{batch} {mode}")
     for row in rows:  # how far each fast path's logits are from the eager model's
         if row["impl"] in fast:
-            inner = fast[row["impl"]].model
-            row["logit_error"], row["logit_scale"] = inner.logit_error, inner.logit_scale
+            rewrite = fast[row["impl"]].rewrite
+            row["logit_error"], row["logit_scale"] = rewrite.logit_error, rewrite.logit_scale
     return rows, notes
 
 
@@ -382,25 +382,9 @@ def _bench_once(name, runners, cfg, size, channels, batch, mode) -> list[dict[st
     return rows
 
 
-def _cpuinfo(key: str) -> str | None:
-    """The first `key` line of /proc/cpuinfo (Linux), or None."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _cpu_model() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
 def cpu_bf16_flags() -> list[str]:
     """The CPU's bfloat16 instruction sets (/proc/cpuinfo): what a bf16 timing depends on."""
-    have = set((_cpuinfo("flags") or "").split())
+    have = cpu_flags()
     return [w for w in ("avx512_bf16", "amx_bf16", "amx_tile", "avx_ne_convert") if w in have]
 
 
@@ -413,9 +397,10 @@ def _version(module: str) -> str | None:
 
 def environment(cfg: BenchConfig | None = None) -> dict[str, Any]:
     """Where a figure was measured: hardware, threads, versions, settings, commit, load."""
+    git = git_state()
     env: dict[str, Any] = {
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_bf16_flags": cpu_bf16_flags(),
         "torch_threads": torch.get_num_threads(),
@@ -428,8 +413,9 @@ def environment(cfg: BenchConfig | None = None) -> dict[str, Any]:
         "torchvision": _version("torchvision"),
         "timm": _version("timm"),
         "onnxruntime": _version("onnxruntime"),
-        "git_commit": git_commit(),
-        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "git_commit": git.commit,
+        "git_dirty": git.dirty,
+        "cuda_device": gpu_model(),
     }
     if cfg is not None:
         env["config"] = asdict(cfg)

@@ -35,6 +35,7 @@ from visionzoo.data.decode import (
 )
 from visionzoo.data.idx import DatasetError
 from visionzoo.data.sources import default_cache
+from visionzoo.utils import atomic_write_text
 
 CACHE_VERSION = 1  # bump when decode.py changes the pixels it produces
 AUTO_MAX_SIDE = 224  # without --image-size: the most common shorter side, at most this
@@ -320,9 +321,7 @@ def _open_output(cache: Path, stem: str, shape) -> Path | None:
 
 
 def _write_meta(path: Path, meta: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(meta))
 
 
 def _prune(cache: Path, stem: str, stale_s: float = 3600) -> None:

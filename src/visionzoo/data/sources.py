@@ -11,13 +11,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
 from visionzoo.data.catalogue import DatasetSpec, RemoteFile
 from visionzoo.data.idx import DatasetError
+from visionzoo.utils import atomic_write_bytes
 
 
 def search_dirs(spec: DatasetSpec, data_dir: str | Path | None = None) -> list[Path]:
@@ -96,21 +96,6 @@ def fetch(url: str, timeout: float = 60.0) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "visionzoo"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s)/file
         return response.read()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def how_to_get(spec: DatasetSpec, dirs: list[Path]) -> str:

@@ -33,7 +33,6 @@ from visionzoo.engine.train import (
     build_model_for,
     channels_last,
     evaluate,
-    git_commit,
     load_checkpoint,
     make_autocast,
     pick_device,
@@ -49,18 +48,17 @@ from visionzoo.runs import (
     METRICS,
     WEIGHTS,
     RunWriter,
-    append_jsonl,
-    atomic_write_json,
-    atomic_write_text,
     read_config,
     save_weights,
 )
+from visionzoo.utils import append_jsonl, atomic_write_json, atomic_write_text, git_state
 
 
 def run_config(cfg: TrainConfig, spec, pre: Preprocess, model, status: str) -> dict[str, Any]:
+    git = git_state()
     return {
         "model": cfg.model,
-        "model_kwargs": dict(getattr(model, "model_kwargs", cfg.model_kwargs)),
+        "model_kwargs": dict(getattr(model, "model_kwargs", None) or cfg.model_kwargs),
         "dataset": cfg.dataset,
         "class_names": list(spec.classes),
         "num_classes": spec.num_classes,
@@ -69,7 +67,8 @@ def run_config(cfg: TrainConfig, spec, pre: Preprocess, model, status: str) -> d
         "seed": cfg.seed,
         "visionzoo_version": __version__,
         "torch_version": torch.__version__,
-        "git_commit": git_commit(),
+        "git_commit": git.commit,
+        "git_dirty": git.dirty,
         "world_size": dist.world_size(),
         "status": status,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

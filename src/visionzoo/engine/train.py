@@ -401,20 +401,6 @@ def _build_from(source, cfg: TrainConfig, spec) -> tuple[nn.Module, Preprocess]:
     return model, pre
 
 
-def git_commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 # ---------------------------------------------------------------------------------------
 # Checkpoints
 
@@ -439,7 +425,7 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def save_checkpoint(path: Path, state: TrainState, cfg: TrainConfig) -> None:
-    from visionzoo.runs import atomic_write
+    from visionzoo.utils import atomic_write
 
     if not dist.is_main():
         return

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import torch
 import torch.fx
@@ -168,6 +169,9 @@ class ImageClassifier(nn.Module):
     small_input: bool = False  # True when built in the small-input (28x28, 32x32) mode
     supports_small_input: bool = False  # whether the family offers that mode
     feature_info: list[FeatureInfo]
+    # How create_model built it, so a run can rebuild it from its config.json
+    model_name: str | None = None  # the registry name (None when built without the registry)
+    model_kwargs: Mapping[str, Any] = MappingProxyType({})  # the builder's keyword arguments
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -214,7 +218,7 @@ class ImageClassifier(nn.Module):
             (n for n, m in self.named_modules() if m is self.get_classifier()), "classifier"
         )
         return {
-            "architecture": getattr(self, "model_name", type(self).__name__),
+            "architecture": self.model_name or type(self).__name__,
             "source": spec,
             "num_classes": getattr(self, "num_classes", None),
             "input_size": (channels, size, size),
