@@ -6,12 +6,10 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from visionzoo.errors import UserError
 from visionzoo.lab.claims_classic import scaled, sgd
 from visionzoo.lab.core import (
     NOT,
@@ -28,7 +26,6 @@ from visionzoo.lab.core import (
     model_cost,
     pct,
     pm,
-    verdict_greater,
     verdict_noninferior,
 )
 
@@ -443,150 +440,6 @@ def vit(ctx: Context) -> dict[str, Any]:
             "pre-training)",
         ),
         "recipe": dict(recipe, epochs={f: e for f, (_, e) in fractions.items()}),
-        "arms": arms,
-        "_plot": draw,
-    }
-
-
-# ---------------------------------------------------------------------------------------
-# 10. Transfer learning
-
-
-def write_digits_folder(root: Path, n_train: int, n_test: int, data_dir: str | None) -> Path:
-    """An imagefolder of MNIST digits: `train/` the first n_train of a balanced subset of the
-    training set, `test/` a balanced subset of the official test set (PNG files)."""
-    from torchvision.io import write_png
-
-    from visionzoo.data import load_dataset
-    from visionzoo.engine.train import balanced_subset
-
-    for split, n in (("train", n_train), ("test", n_test)):
-        data = balanced_subset(load_dataset("mnist", split, data_dir), n, seed=0)
-        for i, (img, label) in enumerate(zip(data.images, data.labels.tolist())):
-            folder = root / split / f"digit{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            write_png(img, str(folder / f"{i:05d}.png"))
-    return root
-
-
-@claim(
-    "transfer",
-    title="Pre-training then fine-tuning beats training from scratch on a small labelled set",
-    paper="Yosinski et al. 2014, How transferable are features in deep neural networks?; "
-    "Dosovitskiy et al. 2020 (ViT, Table 5: pre-train, then fine-tune)",
-    quote="the issue's claim: pre-training then fine-tuning beats training from scratch on a "
-    "small labelled set (ViT Table 5: CIFAR-10 98.13% after ImageNet pre-training)",
-    source="reference/small_data_results.md §6 (transfer figures); the protocol is the lab's",
-    models=("resnet20",),
-    rule="Fine-tuned minus scratch test accuracy on the digits: > 2 SE -> reproduced; > 0 -> "
-    "partly; else not.",
-)
-def transfer(ctx: Context) -> dict[str, Any]:
-    import tempfile
-
-    seeds = ctx.seed_list(1, 3, 5)
-    widths = ctx.pick((4, 8, 16), (8, 16, 32), (16, 32, 64))
-    n_train, n_test = ctx.pick((100, 200), (1_000, 2_000), (1_000, 10_000))
-    pre_recipe = sgd(ctx.pick(1, 4, 30), ctx.pick(512, 20_000, None))
-    source = ctx.dataset if ctx.dataset != "mnist" else "fashion-mnist"
-    try:
-        mnist_dir = ctx.data_dir_for("mnist")
-        ctx.test_size("mnist")
-    except Exception as err:  # noqa: BLE001
-        raise UserError(f"the transfer claim fine-tunes on MNIST digits: {err}") from None
-    pre = ctx.train(
-        "pretrain",
-        0,
-        model="resnet20",
-        model_kwargs={"widths": widths},
-        dataset=source,
-        **pre_recipe,
-    )
-    assert ctx.work is not None
-    folder = write_digits_folder(Path(tempfile.mkdtemp(dir=ctx.work)), n_train, n_test, mnist_dir)
-    ft_recipe = sgd(
-        ctx.pick(2, 15, 30),
-        None,
-        lr=0.02,
-        batch_size=64,
-        weight_decay=5e-4,
-        crop_padding=2,
-        hflip=False,
-    )
-    digits = f"imagefolder:{folder}"
-    arms = {
-        "fine-tuned": [
-            ctx.train(
-                "finetune",
-                s,
-                model="resnet20",
-                model_kwargs={"widths": widths},
-                dataset=digits,
-                init=pre["run_dir"],
-                freeze_epochs=1,
-                layer_decay=0.7,
-                **ft_recipe,
-            )
-            for s in seeds
-        ],
-        "scratch": [
-            ctx.train(
-                "scratch",
-                s,
-                model="resnet20",
-                model_kwargs={"widths": widths},
-                dataset=digits,
-                **ft_recipe,
-            )
-            for s in seeds
-        ],
-    }
-    floor = binomial_se(0.95, n_test)
-    acc = {k: arm_summary(v, floor=floor) for k, v in arms.items()}
-    d = difference(acc["fine-tuned"]["values"], acc["scratch"]["values"], floor, floor)
-    verdict = verdict_greater(d["diff"], d["se"])
-    summary = (
-        f"on {n_train:,} MNIST digits, fine-tuning a ResNet-20 pre-trained on {source} "
-        f"({pct(pre['final']['test_acc'])} there) reaches {pct(acc['fine-tuned']['mean'])} vs "
-        f"{pct(acc['scratch']['mean'])} from scratch: {pm(d['diff'], d['se'])}"
-    )
-
-    def draw(fig):
-        ax1, ax2 = fig.subplots(1, 2)
-        curves(ax1, arms, "test_acc", "test accuracy (digits)")
-        bars(
-            ax2,
-            list(acc),
-            [a["mean"] for a in acc.values()],
-            [a["se"] for a in acc.values()],
-            "test accuracy",
-        )
-
-    return {
-        "verdict": verdict,
-        "summary": summary,
-        "figures": {
-            "accuracy": acc,
-            "finetuned_minus_scratch": d,
-            "pretrain": {"dataset": source, **pre["final"], "curve": pre["curve"]},
-            "digits": {"train": n_train, "test": n_test},
-        },
-        "scaled_down": scaled(
-            ctx,
-            f"ResNet-20 widths {widths}; pre-training "
-            f"{pre_recipe['epochs']} epochs on "
-            f"{pre_recipe['train_subset'] or 'all'} {source} images; digits: "
-            f"{n_train} training images (MNIST 5k subset), {n_test} test images",
-        ),
-        "recipe": {
-            "pretrain": pre_recipe,
-            "finetune": ft_recipe,
-            "finetune_only": {
-                "init": "the pre-training run",
-                "freeze_epochs": 1,
-                "layer_decay": 0.7,
-            },
-        },
         "arms": arms,
         "_plot": draw,
     }

@@ -201,6 +201,8 @@ def dataset_files(name: str, data_dir: str | None) -> dict[str, str]:
     from visionzoo.data import get_spec
     from visionzoo.data.sources import find_file, search_dirs
 
+    if ":" in name:  # a folder of images the claim wrote: its source dataset is recorded
+        return {}
     spec = get_spec(name)
     dirs = search_dirs(spec, data_dir)
     paths: list[Path] = []

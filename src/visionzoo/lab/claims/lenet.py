@@ -121,6 +121,6 @@ def lenet(ctx: Context) -> ClaimResult:
         recipe,
         scaled(ctx, f"{recipe['epochs']} epochs on {subset or 'all'} {digits} images"),
         facts=facts,
-        extra={"fashion_table": FASHION_TABLE},
+        extra={"dataset": digits, "fashion_table": FASHION_TABLE},
         plot=draw,
     )
