@@ -149,6 +149,67 @@ def test_hugging_face_in_memory_names_port_too():
     assert_same_logits(model, ref, torch.randn(1, 3, size, size))
 
 
+def mobile_references():
+    """MobileNet v1/v2 and EfficientNet-B0 as transformers builds them, configured to pad as
+    torchvision does (HF's defaults pad TF-style, which `hf:` specs refuse)."""
+    t = pytest.importorskip("transformers")
+    effnet = t.EfficientNetForImageClassification(
+        t.EfficientNetConfig(
+            width_coefficient=1.0,
+            depth_coefficient=1.0,
+            image_size=224,
+            hidden_dim=1280,
+            batch_norm_eps=1e-5,
+            depthwise_padding=list(range(16)),
+            num_labels=1000,
+        )
+    )
+    effnet.efficientnet.embeddings.padding = torch.nn.ZeroPad2d(1)  # HF's stem pads (0, 1, 0, 1)
+    return {
+        "mobilenet_v1": t.MobileNetV1ForImageClassification(t.MobileNetV1Config(
+            tf_padding=False, layer_norm_eps=1e-5, num_labels=1000)),
+        "mobilenet_v2": t.MobileNetV2ForImageClassification(t.MobileNetV2Config(
+            tf_padding=False, layer_norm_eps=1e-5, num_labels=1000)),
+        "efficientnet_b0": effnet,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("ours", ["mobilenet_v1", "mobilenet_v2", "efficientnet_b0"])
+def test_hugging_face_mobile_models_port_exactly(ours, tmp_path):
+    torch.manual_seed(0)
+    ref = randomize(mobile_references()[ours])
+    if ours.startswith("mobilenet"):  # through `hf:`, from the Hub's layout in the cache
+        ref.save_pretrained(tmp_path / "vz" / "weights" / "someorg" / ours)
+        model = create_model(ours, weights=f"hf:someorg/{ours}")
+    else:
+        model = port_weights(create_model(ours), ref.state_dict(), "hf")
+    assert_same_logits(model, ref, torch.randn(2, 3, 64, 64), atol=0.0)
+
+
+def test_hugging_face_tf_padded_checkpoints_are_refused_in_one_line(tmp_path):
+    t = pytest.importorskip("transformers")
+    hub = tmp_path / "vz" / "weights" / "google"
+    t.MobileNetV2ForImageClassification(t.MobileNetV2Config()).save_pretrained(hub / "mnv2")
+    with pytest.raises(UserError, match=r"^hf:google/mnv2 pads TF-style .* use --weights torch"):
+        create_model("mobilenet_v2", weights="hf:google/mnv2")
+    config = t.EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, hidden_dim=1280)
+    t.EfficientNetForImageClassification(config).save_pretrained(hub / "effnet")
+    with pytest.raises(UserError, match=r"^hf:google/effnet pads TF-style"):
+        create_model("efficientnet_b0", weights="hf:google/effnet")
+
+
+@pytest.mark.parametrize(
+    "kind", ["DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"]
+)
+def test_hugging_face_distilled_deit_is_refused_in_one_line(kind, tmp_path):
+    t = pytest.importorskip("transformers")
+    config = t.DeiTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
+                          intermediate_size=768, layer_norm_eps=1e-6, num_labels=1000)  # fmt: skip
+    getattr(t, kind)(config).save_pretrained(tmp_path / "vz" / "weights" / "facebook" / "deit")
+    with pytest.raises(UserError, match="^a distilled DeiT .* hf:facebook/deit-tiny-patch16-224$"):
+        create_model("vit_tiny_patch16", weights="hf:facebook/deit")
+
+
 # -- files --------------------------------------------------------------------------------
 
 
@@ -327,3 +388,4 @@ def test_onnx_has_dynamic_height_and_width_and_holds_its_weights(tmp_path):
         got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
         with torch.no_grad():
             torch.testing.assert_close(got, model(x), rtol=0, atol=1e-4)
+

@@ -14,6 +14,7 @@ import re
 import torch
 
 from visionzoo.convert import StateDict, get_converter, register_converter, rename_keys
+from visionzoo.errors import UserError
 from visionzoo.models.vit import _from_timm as _vit_from_timm
 
 # timm's ResNet keeps torchvision's names (conv1, bn1, layerN, downsample, fc).
@@ -120,7 +121,7 @@ def _hf_attention(state: StateDict, block: str) -> StateDict:
 @register_converter("hf", "vit_b_*", "vit_l_*", "vit_h_*", "vit_tiny_*", "vit_small_*")
 def _vit_from_hf(state_dict: StateDict) -> StateDict:
     """ViTForImageClassification (google/vit-*, and the non-distilled facebook/deit-*)."""
-    state = _hf_v5(state_dict)
+    state = _hf_v5(_refuse_distilled(state_dict))
     state = rename_keys(state, [(r"^vit\.layers\.(\d+)\.", r"blocks.\1.")])
     state = _hf_attention(state, r"blocks\.\d+")
     return rename_keys(
@@ -196,3 +197,139 @@ def _convnext_from_hf(state_dict: StateDict) -> StateDict:
             (r"\.pwconv2\.", ".mlp.fc2."),
         ],
     )
+
+
+def _refuse_distilled(state_dict: StateDict) -> StateDict:
+    """transformers' DeiT classes (facebook/deit-*-distilled-*) carry a distillation token
+    that every block attends to, and a second head: no ViT here has one."""
+    if any(k.endswith("distillation_token") for k in state_dict):
+        raise UserError(
+            "a distilled DeiT (transformers' DeiTForImageClassification[WithTeacher]) has a "
+            "distillation token and a second head, which visionzoo's ViTs do not: use the "
+            "non-distilled weights, e.g. hf:facebook/deit-tiny-patch16-224"
+        )
+    return state_dict
+
+
+def _stage_index(channels: list[int]) -> list[tuple[int, int]]:
+    """(stage, index in stage) of each block, a new stage wherever the output width changes
+    (true of MobileNet's and EfficientNet's tables: each stage opens with a new width)."""
+    out, stage, index = [], -1, 0
+    for i, c in enumerate(channels):
+        stage, index = (stage + 1, 0) if i == 0 or c != channels[i - 1] else (stage, index + 1)
+        out.append((stage, index))
+    return out
+
+
+@register_converter("hf", "mobilenet_v1*")
+def _mobilenet_v1_from_hf(state_dict: StateDict) -> StateDict:
+    """MobileNetV1ForImageClassification: layer.2b / layer.2b+1 are block b's depthwise and
+    pointwise convs; read through timm's layout. Logits equal HF's for `tf_padding=False`;
+    google/mobilenet_v1_* pad TF-style and have 1001 classes (`hf:` specs refuse them)."""
+    convs = {
+        int(m[1]): v
+        for k, v in state_dict.items()
+        if (m := re.fullmatch(r"mobilenet_v1\.layer\.(\d+)\.convolution\.weight", k))
+    }
+    widths = [convs[i].shape[0] for i in sorted(convs) if i % 2 == 1]  # pointwise outputs
+    rules = [(r"^mobilenet_v1\.conv_stem\.convolution\.", "conv_stem."),
+             (r"^mobilenet_v1\.conv_stem\.normalization\.", "bn1.")]  # fmt: skip
+    for b, (s, j) in enumerate(_stage_index(widths)):
+        rules += [
+            (rf"^mobilenet_v1\.layer\.{2 * b}\.convolution\.", f"blocks.{s}.{j}.conv_dw."),
+            (rf"^mobilenet_v1\.layer\.{2 * b}\.normalization\.", f"blocks.{s}.{j}.bn1."),
+            (rf"^mobilenet_v1\.layer\.{2 * b + 1}\.convolution\.", f"blocks.{s}.{j}.conv_pw."),
+            (rf"^mobilenet_v1\.layer\.{2 * b + 1}\.normalization\.", f"blocks.{s}.{j}.bn2."),
+        ]
+    return get_converter("mobilenet_v1", "timm")(rename_keys(state_dict, rules))
+
+
+@register_converter("hf", "mobilenet_v2")
+def _mobilenet_v2_from_hf(state_dict: StateDict) -> StateDict:
+    """MobileNetV2ForImageClassification: the stem holds the first (t=1) inverted residual;
+    read through torchvision's layout. Logits equal HF's for `tf_padding=False`;
+    google/mobilenet_v2_* pad TF-style and have 1001 classes (`hf:` specs refuse them)."""
+    conv = {"expand_1x1": "conv.0.0", "conv_3x3": "conv.1.0", "reduce_1x1": "conv.2"}
+    norm = {"expand_1x1": "conv.0.1", "conv_3x3": "conv.1.1", "reduce_1x1": "conv.3"}
+    rules = [
+        (r"^mobilenet_v2\.conv_stem\.first_conv\.convolution\.", "features.0.0."),
+        (r"^mobilenet_v2\.conv_stem\.first_conv\.normalization\.", "features.0.1."),
+        (r"^mobilenet_v2\.conv_stem\.conv_3x3\.convolution\.", "features.1.conv.0.0."),
+        (r"^mobilenet_v2\.conv_stem\.conv_3x3\.normalization\.", "features.1.conv.0.1."),
+        (r"^mobilenet_v2\.conv_stem\.reduce_1x1\.convolution\.", "features.1.conv.1."),
+        (r"^mobilenet_v2\.conv_stem\.reduce_1x1\.normalization\.", "features.1.conv.2."),
+        (r"^mobilenet_v2\.layer\.(\d+)\.(\w+)\.convolution\.",
+         lambda m: f"features.{int(m[1]) + 2}.{conv[m[2]]}."),
+        (r"^mobilenet_v2\.layer\.(\d+)\.(\w+)\.normalization\.",
+         lambda m: f"features.{int(m[1]) + 2}.{norm[m[2]]}."),
+        (r"^mobilenet_v2\.conv_1x1\.convolution\.", "features.18.0."),
+        (r"^mobilenet_v2\.conv_1x1\.normalization\.", "features.18.1."),
+        (r"^classifier\.", "classifier.1."),
+    ]  # fmt: skip
+    return get_converter("mobilenet_v2", "torchvision")(rename_keys(state_dict, rules))
+
+
+_HF_EFFICIENTNET_BLOCK = {  # HF block tensors -> torchvision `block.K`, with / without expansion
+    True: {"expansion.expand_conv": "0.0", "expansion.expand_bn": "0.1",
+           "depthwise_conv.depthwise_conv": "1.0", "depthwise_conv.depthwise_norm": "1.1",
+           "squeeze_excite.reduce": "2.fc1", "squeeze_excite.expand": "2.fc2",
+           "projection.project_conv": "3.0", "projection.project_bn": "3.1"},
+    False: {"depthwise_conv.depthwise_conv": "0.0", "depthwise_conv.depthwise_norm": "0.1",
+            "squeeze_excite.reduce": "1.fc1", "squeeze_excite.expand": "1.fc2",
+            "projection.project_conv": "2.0", "projection.project_bn": "2.1"},
+}  # fmt: skip
+
+
+@register_converter("hf", "efficientnet_b*")
+def _efficientnet_from_hf(state_dict: StateDict) -> StateDict:
+    """EfficientNetForImageClassification: flat encoder.blocks.N -> stages by output width;
+    read through torchvision's layout. HF pads TF-style (stem (0, 1, 0, 1); stride-2 depthwise
+    convs one pixel less before than after unless listed in `depthwise_padding`), we pad
+    symmetrically as torchvision: logits are equal for a symmetric reference only, and `hf:`
+    specs refuse google/efficientnet-*."""
+    prefix = "efficientnet.encoder.blocks."
+    projections = {
+        int(m[1]): v
+        for k, v in state_dict.items()
+        if (
+            m := re.fullmatch(
+                r"efficientnet\.encoder\.blocks\.(\d+)\.projection\.project_conv\.weight", k
+            )
+        )
+    }
+    if not projections:  # not transformers' layout: leave it for the shape check to name
+        return state_dict
+    place = _stage_index([projections[n].shape[0] for n in sorted(projections)])
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        block = re.match(r"^efficientnet\.encoder\.blocks\.(\d+)\.(\w+\.\w+)\.(\w+)$", key)
+        if block:
+            n, layer, tensor = block.groups()
+            s, j = place[int(n)]
+            table = _HF_EFFICIENTNET_BLOCK[
+                f"{prefix}{n}.expansion.expand_conv.weight" in state_dict
+            ]
+            key = f"features.{s + 1}.{j}.block.{table[layer]}.{tensor}"
+        else:
+            key = rename_keys({key: value}, [
+                (r"^efficientnet\.embeddings\.convolution\.", "features.0.0."),
+                (r"^efficientnet\.embeddings\.batchnorm\.", "features.0.1."),
+                (r"^efficientnet\.encoder\.top_conv\.", f"features.{place[-1][0] + 2}.0."),
+                (r"^efficientnet\.encoder\.top_bn\.", f"features.{place[-1][0] + 2}.1."),
+                (r"^classifier\.", "classifier.1."),
+            ]).popitem()[0]  # fmt: skip
+        out[key] = value
+    return get_converter("efficientnet_b0", "torchvision")(out)
+
+
+def hf_config_refusal(repo: str, model_name: str, config: dict) -> str | None:
+    """Why a Hugging Face checkpoint cannot give its own logits in `model_name`, or None."""
+    kind = config.get("model_type", "")
+    tf_padding = config.get("tf_padding", False) or kind == "efficientnet"
+    if tf_padding and model_name.startswith(("mobilenet_v1", "mobilenet_v2", "efficientnet")):
+        other = "timm:mobilenetv1_100" if model_name.startswith("mobilenet_v1") else "torchvision"
+        return (
+            f"hf:{repo} pads TF-style ('SAME': asymmetric at stride 2) and {model_name} pads "
+            f"symmetrically as torchvision's, so its logits would differ: use --weights {other}"
+        )
+    return None

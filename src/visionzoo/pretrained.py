@@ -198,6 +198,8 @@ def _torchvision_weights(model_name: str, ref: str) -> Weights:
     from visionzoo.registry import get_model_info
 
     ref = ref or get_model_info(model_name).torchvision_name or ""
+    if not ref:
+        raise UserError(f"torchvision has no {model_name}: use timm[:NAME], hf:ORG/NAME or a file")
     try:
         enum = get_weight(ref) if "." in ref else get_model_weights(ref).DEFAULT
     except (ValueError, KeyError, AttributeError):
@@ -299,6 +301,10 @@ def _hf_weights(model_name: str, repo: str) -> Weights:
             config = data
         else:
             preprocess = _hf_preprocess(data)
+    from visionzoo.hub import hf_config_refusal
+
+    if refusal := hf_config_refusal(repo, model_name, config):
+        raise UserError(refusal)
     labels = config.get("id2label") or {}
     categories = [labels[str(i)] for i in range(len(labels))] if labels else None
     return Weights(f"hf:{repo}", "hf", load_state_dict_file(path), categories, preprocess)
