@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from visionzoo import create_model
+from visionzoo.convert import get_converter
+from visionzoo.engine.optim import stage_scales
 from visionzoo.engine.train import compute_loss
 from visionzoo.layers.drop_path import drop_path
 from visionzoo.models.base import AUX_WEIGHT, AuxOutputs
@@ -54,3 +56,30 @@ def test_unknown_block_arguments_raise():
         create_model("resnet18", stride_in_1x1=True)
     paper = create_model("resnet50", stride_in_1x1=True)
     assert paper.stages[1][0].conv1.conv.stride == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "name, timm_name",
+    [("vit_tiny_patch16", "deit_tiny_patch16_224"), ("convnext_tiny", "convnext_tiny")],
+)
+def test_layer_decay_matches_timm_group_matcher(name, timm_name):
+    """Each parameter's lr scale equals timm's `param_groups_layer_decay` for the same
+    parameter: the timm scales are written into a state dict, ported to our names, compared."""
+    timm = pytest.importorskip("timm")
+    from timm.optim import param_groups_layer_decay
+
+    decay = 0.75
+    reference = timm.create_model(timm_name, pretrained=False, num_classes=5)
+    groups = param_groups_layer_decay(reference, layer_decay=decay)
+    timm_scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    tagged = {n: torch.full_like(p, timm_scale[id(p)]) for n, p in reference.named_parameters()}
+    expected = get_converter(name, "timm")(tagged)
+    model = create_model(name, num_classes=5)
+    scales = stage_scales(model, decay)
+    assert len(set(scales.values())) == len(set(timm_scale.values())) > 10  # per block
+    for param_name, _ in model.named_parameters():
+        ref = expected[param_name].unique()
+        assert ref.numel() == 1, param_name
+        assert scales[param_name] == pytest.approx(ref.item()), param_name
+    blocks = [scales[f"blocks.{i}.attn.qkv.weight"] for i in range(12)] if "vit" in name else []
+    assert blocks == sorted(blocks) and len(set(blocks)) == len(blocks)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -15,16 +17,59 @@ def is_no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
+# Where a parameter's block sits in network order, by family layout; first match wins.
+_BLOCKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[float, ...]]], ...] = (
+    (re.compile(r"^stages\.(\d+)\.downsample\."), lambda m: (int(m[1]), 0)),  # with block 0
+    (re.compile(r"^stages\.(\d+)\.(?:blocks\.)?(\d+)\."), lambda m: (int(m[1]), int(m[2]))),
+    (re.compile(r"^blocks\.(\d+)\.layers\.(\d+)\."), lambda m: (int(m[1]), int(m[2]))),
+    (re.compile(r"^transitions\.(\d+)\."), lambda m: (int(m[1]), math.inf)),  # DenseNet
+    (re.compile(r"^(?:blocks|layers)\.(\d+)\."), lambda m: (int(m[1]),)),
+    (re.compile(r"^(entry|middle|exit)\.(\d+)\."), lambda m: (_FLOWS[m[1]], int(m[2]))),
+)
+_FLOWS = {"entry": 0, "middle": 1, "exit": 2}  # Xception
+
+
+def layer_ids(model: nn.Module) -> dict[str, int]:
+    """Layer index per parameter, as timm's `group_matcher(coarse=False)` numbers them: the
+    stem or embedding (everything before the first block) is 0, each block its place in
+    network order, the head (`classifier`, `head*`) the last. A stage's downsampling layer
+    joins the stage's first block and a final norm or conv the last block, as in timm.
+    Models without blocks count each top-level module as one.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    tops = list(dict.fromkeys(name.split(".")[0] for name in names))
+
+    def block(name: str) -> tuple[float, ...] | None:
+        for pattern, key in _BLOCKS:
+            match = pattern.match(name)
+            if match:
+                return (1, *key(match))
+        return None
+
+    found = any(block(name) is not None for name in names)
+    keys: dict[str, tuple[float, ...] | None] = {}
+    blocks: list[tuple[float, ...]] = []
+    for name in names:
+        key = block(name) if found else (1, tops.index(name.split(".")[0]))
+        if name.startswith(("classifier.", "head")):
+            key = (math.inf,)
+        elif key is not None:
+            blocks.append(key)
+        elif not blocks:
+            key = (0,)  # the stem; None: after the blocks (a final norm or conv)
+        keys[name] = key
+    last_block = max(blocks, default=(0,))
+    filled = {name: key or last_block for name, key in keys.items()}
+    order = {key: i for i, key in enumerate(sorted(set(filled.values())))}
+    return {name: order[key] for name, key in filled.items()}
+
+
 def stage_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
-    """Learning-rate multiplier per parameter: 1 for the last top-level module (the head),
-    `layer_decay`^k for the k-th module before it, so earlier layers learn slower."""
-    children = [name for name, m in model.named_children() if any(True for _ in m.parameters())]
-    scales = {}
-    for name, _ in model.named_parameters():
-        top = name.split(".")[0]
-        k = len(children) - 1 - children.index(top) if top in children else 0
-        scales[name] = layer_decay**k
-    return scales
+    """Learning-rate multiplier per parameter: 1 for the head, `layer_decay`^k for the layer k
+    places before it (`layer_ids`), so earlier layers learn slower (BEiT, timm)."""
+    ids = layer_ids(model)
+    last = max(ids.values(), default=0)
+    return {name: layer_decay ** (last - i) for name, i in ids.items()}
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device=None) -> torch.optim.Optimizer:
