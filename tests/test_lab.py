@@ -73,7 +73,7 @@ def test_smoke_run_writes_json_png_and_verdict(lab_out, name):
 
 
 def test_separable_counts_the_8_to_9x():
-    from visionzoo.lab.claims_modern import measure_widths
+    from visionzoo.lab.claims.separable import measure_widths
 
     rows = measure_widths((1.0, 0.25), size=32, repeats=2)
     # MobileNet v1 with full 3x3 convolutions needs about 8.5x the multiply-adds (Table 4:

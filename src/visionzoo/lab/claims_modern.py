@@ -4,13 +4,9 @@ little data, and transfer learning."""
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from typing import Any
 
-import torch
-
-from visionzoo.lab.claims_classic import scaled, sgd
+from visionzoo.lab.claims_classic import scaled
 from visionzoo.lab.core import (
     NOT,
     PARTLY,
@@ -18,7 +14,6 @@ from visionzoo.lab.core import (
     Context,
     accuracy_vs_cost,
     arm_summary,
-    bars,
     binomial_se,
     claim,
     curves,
@@ -26,187 +21,7 @@ from visionzoo.lab.core import (
     model_cost,
     pct,
     pm,
-    verdict_noninferior,
 )
-
-# ---------------------------------------------------------------------------------------
-# 7. Depthwise-separable convolutions
-
-
-def interleaved_latency_ms(
-    models: dict[str, torch.nn.Module],
-    inputs: dict[str, torch.Tensor],
-    repeats: int,
-    warmup: int = 2,
-) -> dict[str, dict]:
-    """Median and quartiles of batch-1 forward latency (inference mode), in ms.
-
-    The models take turns within every repeat, so that other work on the machine (or a
-    clock change) during the measurement falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for model in models.values():
-            model.eval()
-        for r in range(warmup + repeats):
-            for name, model in models.items():
-                t0 = time.perf_counter()
-                model(inputs[name])
-                if r >= warmup:
-                    times[name].append((time.perf_counter() - t0) * 1000)
-    out = {}
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else [ts[0]] * 3
-        out[name] = {"median": statistics.median(ts), "q1": q[0], "q3": q[2], "repeats": repeats}
-    return out
-
-
-def measure_widths(alphas: tuple[float, ...], size: int, repeats: int) -> dict[str, dict]:
-    """MACs, parameters and measured latency of MobileNet v1 (separable and standard)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from visionzoo.lab.nets import lab_mobilenet
-
-    rows, models, inputs = {}, {}, {}
-    configs = [(a, False) for a in alphas] + [(alphas[0], True)]
-    for alpha, standard in configs:
-        name = f"{'standard' if standard else 'separable'} a={alpha}"
-        model = lab_mobilenet(alpha, standard, small_input=False, image_size=size).eval()
-        x = torch.randn(1, 3, size, size)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
-        models[name], inputs[name] = model, x
-        rows[name] = {
-            "alpha": alpha,
-            "standard": standard,
-            "macs": counter.get_total_flops() // 2,
-            "params": sum(p.numel() for p in model.parameters()),
-        }
-    for name, lat in interleaved_latency_ms(models, inputs, repeats).items():
-        rows[name]["latency_ms"] = lat
-    return rows
-
-
-@claim(
-    "separable",
-    title="Depthwise-separable convolutions need 8-9x fewer multiply-adds for a small loss of "
-    "accuracy; the width multiplier trades accuracy for latency",
-    paper="Howard et al. 2017, MobileNets, arXiv:1704.04861; Chollet 2017, Xception",
-    quote='"MobileNet uses 3x3 depthwise separable convolutions which uses between 8 to 9 '
-    "times less computation than standard convolutions at only a small reduction in "
-    'accuracy" [wording from the paper, not transcribed in the reference file]',
-    source="the MobileNets paper (Sec. 3.1, Table 4: Conv MobileNet 71.7% / 4866M mult-adds vs "
-    "MobileNet 70.6% / 569M) [unverified: not in reference/small_data_results.md]",
-    models=(
-        "mobilenet_v1",
-        "mobilenet_v1_075",
-        "mobilenet_v1_050",
-        "mobilenet_v1_025",
-        "xception",
-    ),
-    rule="(a) MACs (counted at 224x224): reproduced if standard / separable is between 7 and "
-    "10 for the whole network (the per-layer figure is 8-9x), partly if > 3, else not. (b) "
-    "accuracy (same recipe, both trained here): reproduced if the loss (standard - separable) "
-    "plus 2 SE is below 1.5 pp, partly if its mean is, else not. (c) latency measured on this "
-    "machine falls monotonically with the width multiplier: reproduced if every step is faster "
-    "beyond its quartile range, partly if the medians fall, else not. Overall: combine. The "
-    "accuracy of narrower or wider separable nets is reported without a verdict.",
-)
-def separable(ctx: Context) -> dict[str, Any]:
-    from visionzoo.lab.core import combine
-
-    alphas = (1.0, 0.75, 0.5, 0.25)
-    repeats = ctx.pick(2, 10, 50)
-    size = ctx.pick(64, 224, 224)
-    rows = measure_widths(alphas, size, repeats)
-    base, std = rows["separable a=1.0"], rows["standard a=1.0"]
-    mac_ratio = std["macs"] / base["macs"]
-    v_macs = REPRODUCED if 7 <= mac_ratio <= 10 else PARTLY if mac_ratio > 3 else NOT
-    lat = [rows[f"separable a={a}"]["latency_ms"] for a in alphas]
-    strictly = all(b["q3"] < a["q1"] for a, b in zip(lat, lat[1:]))
-    medians = all(b["median"] < a["median"] for a, b in zip(lat, lat[1:]))
-    v_lat = REPRODUCED if strictly else PARTLY if medians else NOT
-    # Accuracy: separable vs standard, trained here (28 -> 32 px, stride-32 body).
-    seeds = ctx.seed_list(1, 2, 3)
-    alpha_train = ctx.pick(0.25, 0.25, 1.0)
-    sub = ctx.pick(256, 10_000, None)  # quick: 780 steps; 3 epochs on 2,000 left both unconverged
-    recipe = sgd(ctx.pick(1, 10, 30), sub)
-    arms, costs = {}, {}
-    for standard in (False, True):
-        label = "standard" if standard else "separable"
-        kw = {"width_multiplier": alpha_train, "standard": standard, "small_input": False}
-        costs[label] = model_cost("lab_mobilenet", ctx.dataset, data_dir=ctx.data_dir, **kw)
-        arms[label] = [
-            ctx.train(f"mobilenet-{label}", s, model="lab_mobilenet", model_kwargs=kw, **recipe)
-            for s in seeds
-        ]
-    # The width multiplier's accuracy cost (reported, no verdict): narrower/wider separable nets.
-    for alpha in ctx.pick((), (0.5,), (0.5, 0.25)):
-        label = f"separable a={alpha}"
-        kw = {"width_multiplier": alpha, "standard": False, "small_input": False}
-        costs[label] = model_cost("lab_mobilenet", ctx.dataset, data_dir=ctx.data_dir, **kw)
-        arms[label] = [
-            ctx.train(f"mobilenet-a{alpha}", s, model="lab_mobilenet", model_kwargs=kw, **recipe)
-            for s in seeds
-        ]
-    floor = binomial_se(0.9, ctx.test_size())
-    acc = {k: arm_summary(v, floor=floor) for k, v in arms.items()}
-    d = difference(acc["standard"]["values"], acc["separable"]["values"], floor, floor)
-    v_acc = verdict_noninferior(-d["diff"], d["se"], 0.015)
-    subs = {"mac_ratio": v_macs, "accuracy_loss_small": v_acc, "latency_falls_with_alpha": v_lat}
-    verdict = combine(subs.values())
-    lat_ratio = std["latency_ms"]["median"] / base["latency_ms"]["median"]
-    summary = (
-        f"standard/separable multiply-adds {mac_ratio:.2f}x at {size} px "
-        f"({std['macs'] / 1e6:.0f}M vs {base['macs'] / 1e6:.0f}M) but measured latency only "
-        f"{lat_ratio:.2f}x ({std['latency_ms']['median']:.1f} vs "
-        f"{base['latency_ms']['median']:.1f} ms, batch 1, {torch.get_num_threads()} threads); "
-        f"accuracy standard - separable {pm(d['diff'], d['se'])}; latency by width "
-        + ", ".join(f"{a}: {x['median']:.1f} ms" for a, x in zip(alphas, lat))
-        + f"; trained accuracy: separable a={alpha_train} {pct(acc['separable']['mean'])}"
-        + "".join(f", {k} {pct(v['mean'])}" for k, v in acc.items() if k.startswith("separable a="))
-    )
-
-    def draw(fig):
-        ax1, ax2, ax3 = fig.subplots(1, 3)
-        names = list(rows)
-        ax1.scatter(
-            [rows[n]["macs"] / 1e6 for n in names], [rows[n]["latency_ms"]["median"] for n in names]
-        )
-        for n in names:
-            ax1.annotate(n, (rows[n]["macs"] / 1e6, rows[n]["latency_ms"]["median"]), fontsize=7)
-        ax1.set_xscale("log")
-        ax1.set_yscale("log")
-        ax1.set_xlabel(f"multiply-adds at {size} px (M)")
-        ax1.set_ylabel("latency, batch 1 (ms, median)")
-        ax1.grid(alpha=0.3)
-        bars(ax2, [f"a={a}" for a in alphas], [x["median"] for x in lat], None, "latency (ms)")
-        ax2.set_title("width multiplier", fontsize=9)
-        macs = {k: costs[k]["macs"] / 1e6 for k in acc}
-        accuracy_vs_cost(ax3, macs, acc, "multiply-adds (M), trained net")
-
-    return {
-        "verdict": verdict,
-        "summary": summary,
-        "sub_verdicts": subs,
-        "figures": {
-            "widths": rows,
-            "mac_ratio": mac_ratio,
-            "latency_ratio": lat_ratio,
-            "trained_costs": costs,
-            "accuracy": acc,
-            "standard_minus_separable": d,
-        },
-        "scaled_down": scaled(
-            ctx,
-            f"accuracy arms: MobileNet v1 at alpha {alpha_train}, 32 px "
-            f"(28 padded), {recipe['epochs']} epochs on {sub or 'all'} images; "
-            f"latency: {repeats} timed repeats after 2 warm-ups, the models taking turns",
-        ),
-        "recipe": recipe,
-        "arms": arms,
-        "_plot": draw,
-    }
-
 
 # ---------------------------------------------------------------------------------------
 # 8. EfficientNet compound scaling
