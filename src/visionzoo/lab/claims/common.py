@@ -87,9 +87,12 @@ def compare(
     primary: bool = False,
     extra_flags: Sequence[str | None] = (),
     facts: dict[str, Any] | None = None,
+    key: str = "test_acc",
 ) -> SubClaim:
-    """acc(new) - acc(old), paired by seed, judged by `rule`; the gates run on both arms."""
+    """acc(new) - acc(old), paired by seed, judged by `rule`; the gates run on both arms.
+    `key="train_acc"` compares training accuracy (no test-set noise then)."""
     a, b = paired_runs(new[1], old[1])
-    iv: Interval = paired(accuracies(a), accuracies(b), se_test=test_noise(a, b))
+    noise = test_noise(a, b) if key == "test_acc" else 0.0
+    iv: Interval = paired(accuracies(a, key), accuracies(b, key), se_test=noise)
     flags = [*gates({new[0]: a, old[0]: b}, dataset), *extra_flags]
     return SubClaim.judge(name, iv, rule, margin, primary, flags, facts)
