@@ -3,7 +3,7 @@
 Commands live with the package that implements them: each module in COMMAND_MODULES has a
 `register(subparsers)` function that adds its sub-commands and sets `func` on them; `func`
 takes the parsed arguments and returns the exit code. A UserError (or any error that a
-user's input causes) is printed as one line and exits with status 2.
+user's input causes, a bad flag included) is printed as one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import importlib
 import os
 import re
 import sys
+from typing import NoReturn
 
 from visionzoo import __version__
 
@@ -24,21 +25,29 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class BadArguments(Exception):
+    """A command line argparse refuses; `main` prints it as one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are exceptions, so that `main` reports them as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        flag, _, reason = message.removeprefix("argument ").partition(": ")
+        if reason.startswith(flag.split("/")[0] + " "):  # "--x must be ...": said once
+            message = reason
+        raise BadArguments(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="visionzoo",
         description="Every landmark image-classification network: train, measure, explore.",
     )
     parser.add_argument("--version", action="version", version=f"visionzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name and name.startswith(err.name):  # that package is not written yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -48,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from visionzoo.registry import UnknownModelError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BadArguments as err:
+        print(f"visionzoo: error: {one_line(str(err))}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -94,23 +94,54 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--model-kwargs", type=json.loads, metavar="JSON", help="e.g. '{\"dropout\": 0.2}'"
     )
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("model", "dataset", "recipe", "model_kwargs"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool) or f.type in ("bool", "bool | None"):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(
-                str(f.type), str
-            )
-            extra = RESUME_HELP.get(f.name, "")
-            p.add_argument(
-                flag, dest=f.name, type=kind, default=None, help=f"default {default}{extra}"
-            )
+        if f.name not in ("model", "dataset", "recipe", "model_kwargs"):
+            _add_option(p, f, getattr(defaults, f.name))
+    # the flag's name before the field became decay_norm_bias
+    p.add_argument(
+        "--no-no-decay-norm-bias", dest="decay_norm_bias", action="store_const", const=True,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
 
 
 RESUME_HELP = {"epochs": "; with --resume, the run's new length (extends its schedule)"}
+_KIND = {"int": int, "float": float, "int | None": int, "float | None": float}
+
+
+def _add_option(p: argparse.ArgumentParser, f: dataclasses.Field, default: Any) -> None:
+    """The flag of one TrainConfig field: its help, its choices, --x/--no-x for booleans.
+
+    Flags default to None, so that only the options given override a recipe."""
+    from visionzoo.engine.config import option_flag, show_value
+
+    flag = option_flag(f.name)
+    help = f.metadata.get("help", "") + RESUME_HELP.get(f.name, "")
+    if f.type in ("bool", "bool | None"):
+        shown = {True: "on", False: "off"}.get(default, "auto")
+        p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                       help=_escape(f"{help} (default: {shown})"))  # fmt: skip
+        return
+    choices = f.metadata.get("choices") or None
+    kind = _choice(f.name, choices) if choices else _KIND.get(str(f.type), str)
+    p.add_argument(flag, dest=f.name, type=kind, default=None, choices=choices,
+                   help=_escape(f"{help} (default: {show_value(default)})"))  # fmt: skip
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    """An argparse type that refuses a value outside `choices` with the config's message."""
+    from visionzoo.engine.config import choice_error
+
+    def parse(value: str) -> str:
+        message = choice_error(name, value)
+        if message:
+            raise argparse.ArgumentTypeError(message)
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _escape(help: str) -> str:
+    return help.replace("%", "%%")  # argparse formats help with %
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -86,7 +86,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, fused: bool) -> torch.optim.O
     scales = stage_scales(model, cfg.layer_decay) if cfg.layer_decay < 1 else {}
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        decay = 0.0 if (cfg.no_decay_norm_bias and is_no_decay(name, p)) else cfg.weight_decay
+        decay = 0.0 if (not cfg.decay_norm_bias and is_no_decay(name, p)) else cfg.weight_decay
         groups.setdefault((decay, scales.get(name, 1.0)), []).append(p)
     param_groups = [
         {"params": ps, "weight_decay": wd, "lr_scale": scale, "lr": cfg.lr * scale}
