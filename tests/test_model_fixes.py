@@ -11,6 +11,7 @@ from visionzoo import create_model
 from visionzoo.convert import get_converter
 from visionzoo.engine.optim import stage_scales
 from visionzoo.engine.train import compute_loss
+from visionzoo.layers.attention import capture_attention
 from visionzoo.layers.drop_path import drop_path
 from visionzoo.models.base import AUX_WEIGHT, AuxOutputs
 from visionzoo.models.resnet import BasicBlock, Bottleneck
@@ -83,3 +84,28 @@ def test_layer_decay_matches_timm_group_matcher(name, timm_name):
         assert scales[param_name] == pytest.approx(ref.item()), param_name
     blocks = [scales[f"blocks.{i}.attn.qkv.weight"] for i in range(12)] if "vit" in name else []
     assert blocks == sorted(blocks) and len(set(blocks)) == len(blocks)
+
+
+def test_captured_attention_is_the_softmax_of_scaled_query_key_products():
+    torch.manual_seed(0)
+    model = create_model("vit_tiny_patch16", num_classes=5, small_input=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        with capture_attention(model, ["blocks.0.attn", "blocks.11.attn"]) as maps:
+            model(x)
+        tokens = model.embed(x)  # the input of block 0's attention is norm1 of the embedding
+        block = model.blocks[0]
+        qkv = block.attn.qkv(block.norm1(tokens)).reshape(2, 65, 3, 3, 64).permute(2, 0, 3, 1, 4)
+        q, k = qkv[0], qkv[1]
+        manual = (q @ k.transpose(-2, -1) / 64**0.5).softmax(-1)
+    assert set(maps) == {"blocks.0.attn", "blocks.11.attn"}
+    assert maps["blocks.0.attn"].shape == (2, 3, 65, 65)  # (B, heads, 1 + N, 1 + N)
+    torch.testing.assert_close(maps["blocks.0.attn"], manual)
+    for attn in maps.values():
+        torch.testing.assert_close(attn.sum(-1), torch.ones(2, 3, 65))
+    assert not any(m._forward_hooks for m in model.modules())
+    torch.testing.assert_close(model(x), before)
+    with pytest.raises(ValueError, match="not Attention layers"):
+        with capture_attention(model, ["blocks.0.mlp"]):
+            pass

@@ -4,7 +4,7 @@ Images travel to the page as PNG data URLs. Feature maps are the model's own
 `forward_intermediates` (one per `feature_info` stage). Grad-CAM (Selvaraju et al. 2017,
 arXiv:1610.02391) weighs the channels of the deepest stage that still has a spatial grid
 by the mean gradient of the top class. Transformers show attention instead: the class
-token's attention to every patch in the last block (`Attention.keep_attention` stores it).
+token's attention to every patch in the last block (`capture_attention` records it).
 
 Before any of that, `input_checks` says why a prediction may surprise: a blank image is
 refused (`BlankImage`), and an image whose background is the opposite of the training
@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
+
+from visionzoo.layers.attention import Attention, capture_attention
 
 MAX_CHANNELS = 16  # feature-map tiles per stage
 TILE_MIN = 40  # feature-map tiles are upscaled to at least this many pixels
@@ -226,18 +228,13 @@ def attention_map(model: nn.Module, x: Tensor) -> dict[str, Any] | None:
         with torch.no_grad():
             att = model.cls_attention(x)  # (B, heads, h, w)
         return {"stage": "class token attention, last block", "heat": _normalise(att[0].mean(0))}
-    layers = [(n, m) for n, m in model.named_modules() if hasattr(m, "keep_attention")]
+    layers = [n for n, m in model.named_modules() if isinstance(m, Attention)]
     if not layers:
         return None
-    name, last = layers[-1]
-    last.keep_attention = True
-    try:
-        with torch.no_grad():
-            model(x)
-        att = getattr(last, "attn_weights", None)
-    finally:
-        last.keep_attention = False
-        last.attn_weights = None
+    name = layers[-1]
+    with capture_attention(model, [name]) as maps, torch.no_grad():
+        model(x)
+    att = maps.get(name)
     if att is None or att.shape[0] != 1:  # windowed attention (Swin): use Grad-CAM instead
         return None
     n = att.shape[-1]

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionzoo.convert import StateDict, register_converter, rename_keys
-from visionzoo.layers.attention import Attention
+from visionzoo.layers.attention import Attention, capture_attention
 from visionzoo.layers.drop_path import DropPath, drop_path_rates
 from visionzoo.layers.mlp import Mlp
 from visionzoo.layers.patch_embed import PatchEmbed
@@ -225,13 +225,10 @@ class VisionTransformer(ImageClassifier):
     @torch.no_grad()
     def cls_attention(self, x: Tensor) -> Tensor:
         """The last block's attention from the class token to every patch: (B, heads, h, w)."""
-        attn = self.blocks[-1].attn
-        attn.keep_attention = True
-        try:
+        last = f"blocks.{len(self.blocks) - 1}.attn"
+        with capture_attention(self, [last]) as maps:
             self.forward_features(x)
-            weights = attn.attn_weights  # (B, heads, 1 + N, 1 + N)
-        finally:
-            attn.keep_attention, attn.attn_weights = False, None
+        weights = maps[last]  # (B, heads, 1 + N, 1 + N)
         B, heads, N1, _ = weights.shape
         side = int(math.isqrt(N1 - 1))
         return weights[:, :, 0, 1:].reshape(
