@@ -389,3 +389,28 @@ def test_onnx_has_dynamic_height_and_width_and_holds_its_weights(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(got, model(x), rtol=0, atol=1e-4)
 
+
+# -- the measured table -------------------------------------------------------------------
+
+
+def test_interop_table_script_for_one_family(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "scripts/interop_table.py", "--only", "resnet", "--out", tmp_path]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run(command, cwd=root, env=env, check=True, capture_output=True, timeout=600)
+    table = json.loads((tmp_path / "table.json").read_text())
+    (row,) = table["rows"]
+    assert row["variant"] == "resnet50" and row["fx_trace"] == "ok, 0.0"
+    assert row["feature_extractor"].startswith("ok") and row["fpn"] == "ok (4 levels)"
+    for source in ("torchvision", "timm", "hf", "file"):
+        assert row[source].startswith("0.0 (of "), (source, row[source])
+    assert row["offline"].startswith("no network to download torchvision ResNet50_Weights")
+    assert "$TORCH_HOME/hub/checkpoints/" in row["offline"]
+    assert table["environment"]["transformers"] and table["environment"]["torchvision"]
+    assert "| ResNet | resnet50 | ok, 0.0 |" in (tmp_path / "table.md").read_text()
