@@ -93,7 +93,3 @@ def one_line(message: str) -> str:
     line = next((x.strip() for x in message.splitlines() if x.strip()), "")
     line = _SOURCE.sub(" ", line).strip()
     return _REPR.sub(lambda m: f"a {m.group(1).rsplit('.', 1)[-1]}", line)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

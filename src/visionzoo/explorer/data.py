@@ -11,8 +11,6 @@ Everything here returns plain JSON-able dicts. Sources:
 - the runs folder: `config.json` and `metrics.jsonl` read as JSON, weights through
   `visionzoo.runs.load_run` (safetensors). Runs are addressed by ids from this listing only,
   never by a path that the browser sends.
-
-Packages that are not written yet (bench, runs) degrade to "not available" messages.
 """
 
 from __future__ import annotations
@@ -36,10 +34,6 @@ MAX_RUNS = 500
 LOADED_RUNS = 4  # trained models kept in memory
 
 
-class NotAvailable(Exception):
-    """A part of visionzoo that this feature needs is missing (not installed or not written)."""
-
-
 class Failed(Exception):
     """Computing something for a model failed (a bug, or a model that cannot run here)."""
 
@@ -53,14 +47,6 @@ class NotFound(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-def _optional(module: str, attr: str) -> Any:
-    """`module.attr`, or NotAvailable when that package is not there (yet)."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise NotAvailable(f"{module}.{attr} is not available: {err}") from None
 
 
 def _read_json(path: Path) -> Any:
@@ -215,10 +201,10 @@ def lab_plot(results: Path | None, claim_id: str) -> Path:
 
 def load_reported_safe() -> tuple[dict[str, dict[str, Any]], str]:
     """(reported ImageNet numbers, "" or why they are missing)."""
+    from visionzoo.bench.reported import load_reported
+
     try:
-        return dict(_optional("visionzoo.bench.reported", "load_reported")()), ""
-    except NotAvailable as err:
-        return {}, str(err)
+        return dict(load_reported()), ""
     except Exception as err:  # noqa: BLE001 - a broken data file must not take the page down
         return {}, f"reported numbers could not be read: {type(err).__name__}: {err}"
 
@@ -231,12 +217,9 @@ def _slug(rel: str) -> str:
 
 
 def _scan_runs(root: Path) -> list[Path]:
-    try:
-        find_runs = _optional("visionzoo.runs", "find_runs")
-        return [Path(p) for p in find_runs(root)][:MAX_RUNS]
-    except NotAvailable:
-        paths = sorted(p.parent for p in root.rglob("config.json"))
-        return [p for p in paths if (p / "model.safetensors").is_file()][:MAX_RUNS]
+    from visionzoo.runs import find_runs
+
+    return [Path(p) for p in find_runs(root)][:MAX_RUNS]
 
 
 def _recipe_name(recipe: Any) -> str | None:
@@ -470,7 +453,8 @@ class Explorer:
             if run_id in self._loaded:
                 self._loaded.move_to_end(run_id)
                 return self._loaded[run_id]
-        load_run = _optional("visionzoo.runs", "load_run")
+        from visionzoo.runs import load_run
+
         try:
             run = load_run(Path(summary["_path"]))
         except Exception as err:  # noqa: BLE001 - a broken run folder, said in one line

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionzoo.explorer.data import Explorer, Failed, NotAvailable, lab_plot, load_lab
+from visionzoo.explorer.data import Explorer, Failed, lab_plot, load_lab
 from visionzoo.explorer.server import STATIC, index_html, plotly_js
 
 
@@ -45,7 +45,7 @@ def export_site(
         for part, fn in (("profile", explorer.profile), ("diagram", explorer.diagram)):
             try:
                 _write(api / "models" / name / f"{part}.json", fn(name))
-            except (Failed, NotAvailable) as err:
+            except Failed as err:
                 _write(api / "models" / name / f"{part}.json", {"error": str(err)})
         _write(api / "models" / name / "source.json", explorer.source(name))
         _write(api / "models" / f"{name}.json", explorer.card(name))

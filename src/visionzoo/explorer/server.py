@@ -31,7 +31,6 @@ from visionzoo.explorer.data import (
     BadRun,
     Explorer,
     Failed,
-    NotAvailable,
     NotFound,
     lab_plot,
     load_lab,
@@ -139,26 +138,35 @@ def create_app(
     app = FastAPI(title="visionzoo explorer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = ex
     app.add_middleware(HostCheck, hosts=allowed_hosts(host))
+    _add_error_handlers(app)
+    _add_page_routes(app)
+    _add_model_routes(app, ex)
+    _add_run_routes(app, ex)
+    _add_gallery_routes(app)
+    return app
+
+
+# Each error the Explorer raises, and the HTTP status that answers it.
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (NotFound, 404),
+    (BadRun, 422),
+    (Failed, 500),
+)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is answered as {"error": one line}; a bug never shows its traceback."""
+
+    async def _explorer_error(request: Request, err: Exception) -> JSONResponse:
+        status = next(code for kind, code in ERROR_STATUS if isinstance(err, kind))
+        return _error(status, str(err))
+
+    for kind, _ in ERROR_STATUS:
+        app.add_exception_handler(kind, _explorer_error)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
         return _error(err.status, err.message)
-
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, err: NotFound) -> JSONResponse:
-        return _error(404, str(err))
-
-    @app.exception_handler(NotAvailable)
-    async def _not_available(request: Request, err: NotAvailable) -> JSONResponse:
-        return _error(503, str(err))
-
-    @app.exception_handler(BadRun)
-    async def _bad_run(request: Request, err: BadRun) -> JSONResponse:
-        return _error(422, str(err))
-
-    @app.exception_handler(Failed)
-    async def _failed(request: Request, err: Failed) -> JSONResponse:
-        return _error(500, str(err))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -175,6 +183,10 @@ def create_app(
     async def _bug(request: Request, err: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(err).__name__}); see the server's log")
 
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The page, its static files and plotly."""
+
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
         return HTMLResponse(index_html(), headers={"Cache-Control": "no-store"})
@@ -186,6 +198,14 @@ def create_app(
         return FileResponse(plotly_js(), media_type="text/javascript", headers=cache)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+
+def _add_model_routes(app: FastAPI, ex: Explorer) -> None:
+    """The registry's models (card, profile, diagram, source) and the lab's claims."""
 
     @app.get("/api/models")
     def models() -> dict[str, Any]:
@@ -215,8 +235,12 @@ def create_app(
     def lab_png(claim_id: str) -> FileResponse:
         return FileResponse(lab_plot(ex.results_root, claim_id), media_type="image/png")
 
+
+def _add_run_routes(app: FastAPI, ex: Explorer) -> None:
+    """The trained runs, and predictions of one on an uploaded image."""
+
     @app.get("/api/runs")
-    def runs() -> dict[str, Any]:
+    def run_list() -> dict[str, Any]:
         return {"runs": ex.runs(refresh=True), "live": True}
 
     @app.get("/api/runs/{run_id}")
@@ -229,6 +253,10 @@ def create_app(
         data = await _read_image_upload(request)
         image = await run_in_threadpool(_decode, data)
         return await run_in_threadpool(_analyse, ex, run_id, image)
+
+
+def _add_gallery_routes(app: FastAPI) -> None:
+    """Pretrained torchvision models on an uploaded image."""
 
     @app.get("/api/gallery")
     def gallery() -> dict[str, Any]:
@@ -243,12 +271,6 @@ def create_app(
         data = await _read_image_upload(request)
         image = await run_in_threadpool(_decode, data)
         return await run_in_threadpool(predict_all, image)
-
-    @app.get("/favicon.ico")
-    def favicon() -> Response:
-        return Response(status_code=204)
-
-    return app
 
 
 async def _read_body(request: Request) -> bytes:
@@ -310,10 +332,8 @@ def _decode(data: bytes) -> Any:
         ) from None
     if w * h > MAX_PIXELS:
         raise ApiError(413, f"image too large: {w}x{h} is more than {MAX_PIXELS:,} pixels")
-    try:
-        from visionzoo.predict import decode_image
-    except ImportError as err:
-        raise NotAvailable(f"visionzoo.predict is not available: {err}") from None
+    from visionzoo.predict import decode_image
+
     try:
         return decode_image(data, max_pixels=MAX_PIXELS)
     except Exception as err:  # noqa: BLE001 - any decoder complaint is the upload's fault
