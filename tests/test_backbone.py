@@ -102,3 +102,19 @@ def test_single_level_backbone_is_a_faster_rcnn_backbone():
 def test_bad_out_indices_are_one_line():
     with pytest.raises(UserError, match="resnet18 has feature levels 0..4; out_indices has 7"):
         visionzoo.backbone("resnet18", out_indices=(1, 7))
+
+
+def test_fpn_backbone_drops_into_mask_rcnn_and_retinanet():
+    """`out_channels` is all torchvision's detectors read: each runs on the FPN backbone."""
+    from torchvision.models.detection import MaskRCNN, RetinaNet
+
+    torch.manual_seed(0)
+    fpn = visionzoo.backbone("resnet18", out_indices=(1, 2, 3, 4), fpn_channels=64)
+    with torch.no_grad():
+        maps = fpn.eval()(torch.rand(1, 3, 64, 64))
+        assert list(maps) == ["0", "1", "2", "3", "pool"]
+        for detector, keys in ((MaskRCNN, {"boxes", "labels", "scores", "masks"}),
+                               (RetinaNet, {"boxes", "labels", "scores"})):  # fmt: skip
+            det = detector(fpn, num_classes=3, min_size=64, max_size=64).eval()
+            (out,) = det([torch.rand(3, 64, 64)])
+            assert set(out) == keys, detector.__name__
