@@ -1,4 +1,4 @@
-"""The model contract, run over every registered variant (STYLE.md).
+"""The model contract, run over every registered variant (docs/contributing.md, "Models").
 
 Each model is built in its small-input mode where it has one (a 32x32 grayscale input), else
 at its smallest valid input. Reference parameter counts are checked at the default
