@@ -10,10 +10,7 @@ import math
 from typing import Any
 
 from visionzoo.lab.core import (
-    NOT,
     Context,
-    accuracy_vs_cost,
-    arm_summary,
     bars,
     binomial_se,
     claim,
@@ -21,12 +18,9 @@ from visionzoo.lab.core import (
     curves,
     difference,
     mean,
-    model_cost,
     pct,
-    pm,
     std_error,
     verdict_greater,
-    verdict_noninferior,
 )
 
 
@@ -263,95 +257,5 @@ def alexnet(ctx: Context) -> dict[str, Any]:
             **{f"cnn4-{k}": v for k, v in speed.items()},
             **{f"cnn4-{k}": v for k, v in gap_runs.items()},
         },
-        "_plot": draw,
-    }
-
-
-# ---------------------------------------------------------------------------------------
-# 4. GoogLeNet: 1x1 reductions and auxiliary classifiers
-
-
-@claim(
-    "googlenet",
-    title="1x1 reductions cut an inception module's computation at little cost in accuracy; "
-    "the auxiliary classifiers' effect",
-    paper="Szegedy et al. 2014, Going Deeper with Convolutions, arXiv:1409.4842",
-    quote='1x1 convolutions "are used to compute reductions before the expensive 3x3 and 5x5 '
-    'convolutions" (Sec. 4); the auxiliary classifiers\' effect "is relatively minor (around '
-    '0.5%)" [unverified wording: not in the reference file]',
-    source="the paper (Sec. 4, 5); not transcribed in reference/small_data_results.md",
-    models=("googlenet",),
-    rule="(a) reductions: the reduced net must need at least 1.5x fewer multiply-adds "
-    "(counted) and be no worse in accuracy: (reduced - naive) minus 2 SE > -0.5 pp -> "
-    "reproduced, mean > -0.5 pp -> partly, else not. (b) auxiliary classifiers help: (aux - "
-    "no aux) > 2 SE -> reproduced, > 0 -> partly, else not. Overall: combine(a, b).",
-)
-def googlenet(ctx: Context) -> dict[str, Any]:
-    seeds = ctx.seed_list(1, 2, 5)
-    div = ctx.pick(16, 4, 1)
-    recipe = sgd(ctx.pick(1, 4, 30), ctx.pick(256, 5_000, None))
-    variants = {
-        "reductions+aux": (True, True),
-        "no reductions+aux": (False, True),
-        "reductions, no aux": (True, False),
-    }
-    arms, costs = {}, {}
-    for label, (reduce, aux) in variants.items():
-        kw = {"reduce": reduce, "aux": aux, "div": div}
-        costs[label] = model_cost("lab_googlenet", ctx.dataset, data_dir=ctx.data_dir, **kw)
-        arms[label] = [
-            ctx.train(
-                label.replace(" ", "_").replace(",", ""),
-                s,
-                model="lab_googlenet",
-                model_kwargs=kw,
-                **recipe,
-            )
-            for s in seeds
-        ]
-    floor = binomial_se(0.9, ctx.test_size())
-    acc = {k: arm_summary(v, floor=floor) for k, v in arms.items()}
-    mac_ratio = costs["no reductions+aux"]["macs"] / costs["reductions+aux"]["macs"]
-    d_red = difference(
-        acc["reductions+aux"]["values"], acc["no reductions+aux"]["values"], floor, floor
-    )
-    v_red = verdict_noninferior(d_red["diff"], d_red["se"], 0.005) if mac_ratio >= 1.5 else NOT
-    d_aux = difference(
-        acc["reductions+aux"]["values"], acc["reductions, no aux"]["values"], floor, floor
-    )
-    v_aux = verdict_greater(d_aux["diff"], d_aux["se"])
-    verdict = combine([v_red, v_aux])
-    summary = (
-        f"1x1 reductions cut multiply-adds {mac_ratio:.2f}x "
-        f"({costs['no reductions+aux']['macs'] / 1e6:.1f}M -> "
-        f"{costs['reductions+aux']['macs'] / 1e6:.1f}M), accuracy {pm(d_red['diff'], d_red['se'])}"
-        f" ({v_red}); auxiliary classifiers {pm(d_aux['diff'], d_aux['se'])} ({v_aux})"
-    )
-
-    def draw(fig):
-        ax1, ax2 = fig.subplots(1, 2)
-        curves(ax1, arms, "test_acc", "test accuracy")
-        macs = {k: costs[k]["macs"] / 1e6 for k in arms}
-        accuracy_vs_cost(ax2, macs, acc, "multiply-adds per image (M)")
-
-    return {
-        "verdict": verdict,
-        "summary": summary,
-        "sub_verdicts": {"reductions": v_red, "aux_classifiers": v_aux},
-        "figures": {
-            "costs": costs,
-            "accuracy": acc,
-            "mac_ratio": mac_ratio,
-            "reductions_minus_naive": d_red,
-            "aux_minus_none": d_aux,
-        },
-        "scaled_down": scaled(
-            ctx,
-            f"Table 1 widths divided by {div}, 3x3 stride-1 stem for "
-            "28-32 px inputs, true 5x5 kernels; "
-            f"{recipe['epochs']} epochs on {recipe['train_subset'] or 'all'} images",
-        ),
-        "recipe": recipe,
-        "arms": arms,
         "_plot": draw,
     }

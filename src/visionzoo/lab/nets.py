@@ -168,14 +168,14 @@ class ScaledAux(nn.Module):
     (avg-pool 4x4 -> 1x1 conv 128/div -> fc 1024/div -> dropout 70% -> linear), so the
     heads do not outweigh a shrunken body."""
 
-    def __init__(self, in_channels: int, num_classes: int, div: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, div: float) -> None:
         from visionzoo.models.googlenet import BasicConv
 
         super().__init__()
-        self.conv = BasicConv(in_channels, 128 // div, 1)
-        self.fc1 = nn.Linear(128 // div * 16, 1024 // div)
+        self.conv = BasicConv(in_channels, int(128 / div), 1)
+        self.fc1 = nn.Linear(int(128 / div) * 16, int(1024 / div))
         self.dropout = nn.Dropout(0.7)
-        self.fc2 = nn.Linear(1024 // div, num_classes)
+        self.fc2 = nn.Linear(int(1024 / div), num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(F.adaptive_avg_pool2d(x, 4)).flatten(1)  # (B, C, H, W) -> (B, 16 C')
@@ -183,17 +183,17 @@ class ScaledAux(nn.Module):
 
 
 class MiniGoogLeNet(ImageClassifier):
-    """GoogLeNet's Table 1 with every width divided by `div`, for 28-32 px images: a 3x3
-    stem, inception (3a, 3b) at 14x14, (4a-4e) at 7x7, (5a, 5b) at 4x4, GAP, dropout 0.4,
-    linear. `reduce=False` swaps in `NaiveInception`; `aux=True` adds the two auxiliary
-    classifiers after 4a and 4d (`ScaledAux`), whose logits a training-mode forward returns
-    in an `AuxOutputs` for the engine's loss (weighted 0.3)."""
+    """GoogLeNet's Table 1 with every width divided by `div` (any positive number), for
+    28-32 px images: a 3x3 stem, inception (3a, 3b) at 14x14, (4a-4e) at 7x7, (5a, 5b) at
+    4x4, GAP, dropout 0.4, linear. `reduce=False` swaps in `NaiveInception`; `aux=True`
+    adds the two auxiliary classifiers after 4a and 4d (`ScaledAux`), whose logits a
+    training-mode forward returns in an `AuxOutputs` for the engine's loss (weight 0.3)."""
 
     def __init__(
         self,
         reduce: bool = True,
         aux: bool = True,
-        div: int = 4,
+        div: float = 4,
         num_classes: int = 10,
         in_channels: int = 1,
         image_size: int = 28,
@@ -205,16 +205,16 @@ class MiniGoogLeNet(ImageClassifier):
         super().__init__()
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.min_image_size = 8
-        self.stem = BasicConv(in_channels, 192 // div, 3)
+        self.stem = BasicConv(in_channels, int(192 / div), 3)
         self.pool = nn.MaxPool2d(3, 2, padding=1)
-        blocks, c = {}, 192 // div
+        blocks, c, outs = {}, int(192 / div), {}
         for spec in INCEPTIONS:
             fields = ("conv1x1", "reduce3x3", "conv3x3", "reduce5x5", "conv5x5", "pool_proj")
-            small = replace(spec, **{f: max(1, getattr(spec, f) // div) for f in fields})
+            small = replace(spec, **{f: max(1, int(getattr(spec, f) / div)) for f in fields})
             blocks[spec.name] = (
                 Inception(c, small, kernel5x5=5) if reduce else NaiveInception(c, small)
             )
-            c = small.out_channels
+            c = outs[spec.name] = small.out_channels
         self.blocks = nn.ModuleDict(blocks)
         w4a, w4d = (self.blocks[k].branch_pool[1].conv.in_channels for k in ("4b", "4e"))
         self.aux1 = ScaledAux(w4a, num_classes, div) if aux else None
@@ -223,8 +223,8 @@ class MiniGoogLeNet(ImageClassifier):
         self.num_features = c
         self.classifier = nn.Linear(c, num_classes)
         self.feature_info = [
-            FeatureInfo("blocks.3b", 480 // div, 2),
-            FeatureInfo("blocks.4e", 832 // div, 4),
+            FeatureInfo("blocks.3b", outs["3b"], 2),
+            FeatureInfo("blocks.4e", outs["4e"], 4),
             FeatureInfo("blocks.5b", c, 8),
         ]
         init_weights_he(self)
