@@ -12,120 +12,14 @@ from visionzoo.lab.core import (
     PARTLY,
     REPRODUCED,
     Context,
-    accuracy_vs_cost,
     arm_summary,
     binomial_se,
     claim,
     curves,
     difference,
     model_cost,
-    pct,
     pm,
 )
-
-# ---------------------------------------------------------------------------------------
-# 8. EfficientNet compound scaling
-
-
-@claim(
-    "efficientnet",
-    title="Compound scaling beats scaling depth, width or resolution alone at equal FLOPs",
-    paper="Tan, Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, arXiv:1905.11946",
-    quote="compound scaling: depth d = 1.2^phi, width w = 1.1^phi, resolution r = 1.15^phi, "
-    "alpha * beta^2 * gamma^2 ~ 2 (Eq. 3; Fig. 8: compound scaling beats single-dimension "
-    "scaling of B0 at equal FLOPs) [paraphrase; not in the reference file]",
-    source="the paper (Sec. 3.3, Eq. 3, Fig. 8); visionzoo.models.efficientnet (ALPHA, BETA, "
-    "GAMMA)",
-    models=("efficientnet_b0", "efficientnet_b1"),
-    rule="Each arm doubles the base net's FLOPs (phi = 1) in one way. Reproduced if compound "
-    "beats every single-dimension arm by more than 2 SE; partly if it beats at least one by "
-    "more than 2 SE or has the highest mean; else not.",
-)
-def efficientnet(ctx: Context) -> dict[str, Any]:
-    from visionzoo.models.efficientnet import ALPHA, BETA, GAMMA
-
-    seeds = ctx.seed_list(1, 1, 3)
-    w0, d0, r0 = ctx.pick((0.25, 0.25, 16), (0.5, 0.5, 20), (1.0, 1.0, 32))
-    sub = ctx.pick(256, 3_500, None)
-    recipe = dict(
-        epochs=ctx.pick(1, 4, 60),
-        train_subset=sub,
-        batch_size=128,
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=0.05,
-        schedule="cosine",
-        warmup_epochs=ctx.pick(0, 0.5, 3),
-        label_smoothing=0.1,
-        augment=True,
-    )
-    s2 = math.sqrt(2)
-    specs = {
-        "base (B0-like)": (w0, d0, r0),
-        "compound": (w0 * BETA, d0 * ALPHA, round(r0 * GAMMA)),
-        "depth only": (w0, d0 * 2, r0),
-        "width only": (w0 * s2, d0, r0),
-        "resolution only": (w0, d0, round(r0 * s2)),
-    }
-    costs, arms = {}, {}
-    for k, (w, dep, r) in specs.items():
-        kw = {"width": w, "depth": dep}
-        costs[k] = model_cost(
-            "lab_efficientnet", ctx.dataset, image_size=r, data_dir=ctx.data_dir, **kw
-        )
-        costs[k].update(width=w, depth=dep, resolution=r)
-        arms[k] = [
-            ctx.train(
-                k.split(" ")[0],
-                s,
-                model="lab_efficientnet",
-                model_kwargs=kw,
-                image_size=r,
-                **recipe,
-            )
-            for s in seeds
-        ]
-    floor = binomial_se(0.9, ctx.test_size())
-    acc = {k: arm_summary(v, floor=floor) for k, v in arms.items()}
-    singles = ("depth only", "width only", "resolution only")
-    diffs = {
-        k: difference(acc["compound"]["values"], acc[k]["values"], floor, floor) for k in singles
-    }
-    clear = [d["diff"] > 2 * d["se"] for d in diffs.values()]
-    top = all(d["diff"] > 0 for d in diffs.values())
-    verdict = REPRODUCED if all(clear) else PARTLY if any(clear) or top else NOT
-    summary = (
-        "compound "
-        + pct(acc["compound"]["mean"])
-        + "; "
-        + "; ".join(
-            f"vs {k} ({costs[k]['macs'] / costs['compound']['macs']:.2f}x its MACs): "
-            f"{pm(d['diff'], d['se'])}"
-            for k, d in diffs.items()
-        )
-    )
-
-    def draw(fig):
-        ax1, ax2 = fig.subplots(1, 2)
-        curves(ax1, arms, "test_acc", "test accuracy")
-        macs = {k: costs[k]["macs"] / 1e6 for k in acc}
-        accuracy_vs_cost(ax2, macs, acc, "multiply-adds per image (M)")
-
-    return {
-        "verdict": verdict,
-        "summary": summary,
-        "figures": {"costs": costs, "accuracy": acc, "compound_minus": diffs},
-        "scaled_down": scaled(
-            ctx,
-            f"base = B0 rows at width {w0}, depth {d0}, {r0} px, "
-            f"small-input stem; {recipe['epochs']} epochs on {sub or 'all'} "
-            "images (paper: ImageNet, B0 at 224 px)",
-        ),
-        "recipe": recipe,
-        "arms": arms,
-        "_plot": draw,
-    }
-
 
 # ---------------------------------------------------------------------------------------
 # 9. ViT with little data

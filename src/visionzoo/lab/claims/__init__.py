@@ -1,3 +1,12 @@
 """One file per paper's claim; importing the package registers them all."""
 
-from visionzoo.lab.claims import degradation, densenet, googlenet, lenet, separable, transfer, vgg  # noqa: F401
+from visionzoo.lab.claims import (  # noqa: F401
+    degradation,
+    densenet,
+    efficientnet,
+    googlenet,
+    lenet,
+    separable,
+    transfer,
+    vgg,
+)
