@@ -9,4 +9,5 @@ from visionzoo.lab.claims import (  # noqa: F401
     separable,
     transfer,
     vgg,
+    vit,
 )
