@@ -168,6 +168,7 @@ class ImageClassifier(nn.Module):
     min_image_size: int = 1
     small_input: bool = False  # True when built in the small-input (28x28, 32x32) mode
     supports_small_input: bool = False  # whether the family offers that mode
+    stage_layout: str = "NCHW"  # "NHWC": `stages` run on (B, H, W, C) maps (Swin)
     feature_info: list[FeatureInfo]
     # How create_model built it, so a run can rebuild it from its config.json
     model_name: str | None = None  # the registry name (None when built without the registry)
@@ -186,14 +187,24 @@ class ImageClassifier(nn.Module):
             cls.forward_intermediates = _timm_intermediates(own)
 
     def _stage_maps(self, x: Tensor) -> list[Tensor]:
-        """The stem's output, then each stage's: the default for `stem -> stages` models."""
-        if not (hasattr(self, "stem") and hasattr(self, "stages")):
+        """The default for `[stem ->] stages` models: runs `embed` (or `stem`, then `stem_pool`)
+        and `stages`, keeping the outputs that `feature_info` names ("stem", "stages.i");
+        stages on (B, H, W, C) maps (`stage_layout = "NHWC"`) come back as (B, C, H, W)."""
+        if not hasattr(self, "stages"):
             raise NotImplementedError(f"{type(self).__name__} must define forward_intermediates")
-        x = self.stem(x)
-        out = [x]
-        for stage in self.stages:
+        keep = {info.name for info in self.feature_info}
+        out = []
+        if hasattr(self, "embed"):
+            x = self.embed(x)
+        elif hasattr(self, "stem"):
+            x = self.stem(x)
+            if "stem" in keep:
+                out.append(x)
+            x = self.stem_pool(x) if hasattr(self, "stem_pool") else x
+        for i, stage in enumerate(self.stages):
             x = stage(x)
-            out.append(x)
+            if f"stages.{i}" in keep:
+                out.append(x.permute(0, 3, 1, 2) if self.stage_layout == "NHWC" else x)
         return out
 
     forward_intermediates = _timm_intermediates(_stage_maps)

@@ -155,13 +155,6 @@ class ConvNeXt(ImageClassifier):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))  # (B, 3, H, W) -> (B, C, H/32, W/32)
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        x, out = self.stem(x), []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_norm(x.mean((2, 3)))  # (B, C, H, W) -> (B, C)
         return x if pre_logits else self.classifier(self.head_drop(x))

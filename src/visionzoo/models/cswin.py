@@ -204,6 +204,8 @@ CONFIGS = {
 class CSWinTransformer(ImageClassifier):
     """convolutional stem -> 4 stages of CSWin blocks (merge blocks between) -> LN -> pool."""
 
+    stage_layout = "NHWC"
+
     def __init__(
         self,
         config: CSWinConfig,
@@ -262,13 +264,6 @@ class CSWinTransformer(ImageClassifier):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x.mean((2, 3))  # (B, C, H, W) -> (B, C)
         return x if pre_logits else self.classifier(x)
-
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        x, out = self.embed(x), []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
-        return out
 
 
 _SRC = "authors' code (microsoft/CSWin-Transformer models/cswin.py), instantiated"

@@ -243,13 +243,6 @@ class NFNet(ImageClassifier):
         x = self.stages(self.stem(x))  # (B, 3, H, W) -> (B, 1536, H/32, W/32)
         return self.final_act(self.final_conv(x))  # -> (B, 3072, H/32, W/32)
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        x, out = self.stem(x), []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x.mean((2, 3))  # (B, C, H, W) -> (B, C)
         return x if pre_logits else self.classifier(self.head_drop(x))

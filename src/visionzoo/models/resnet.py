@@ -205,15 +205,6 @@ class ResNet(ImageClassifier):
         x = x.mean((2, 3))  # global average pooling: (B, C, h, w) -> (B, C)
         return x if pre_logits else self.classifier(x)
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        x = self.stem(x)
-        out = [x]
-        x = self.stem_pool(x)
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
 
 @register_converter("torchvision", "resnet*")
 def _from_torchvision(state_dict: StateDict) -> StateDict:

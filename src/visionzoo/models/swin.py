@@ -224,6 +224,8 @@ CONFIGS = {
 class SwinTransformer(ImageClassifier):
     """patch partition + linear embedding -> 4 stages -> LN -> global average pool -> head."""
 
+    stage_layout = "NHWC"
+
     def __init__(
         self,
         config: SwinConfig,
@@ -286,13 +288,6 @@ class SwinTransformer(ImageClassifier):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x.mean((2, 3))  # (B, C, H, W) -> (B, C)
         return x if pre_logits else self.classifier(x)
-
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        x, out = self.embed(x), []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
-        return out
 
 
 _TV = "torchvision 0.29.1 (torchvision_weights.csv)"

@@ -120,13 +120,6 @@ class VGG(ImageClassifier):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(x)  # (B, 512, 7, 7) at 224
 
