@@ -134,6 +134,7 @@ class AlexNet(ImageClassifier):
         ]
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Own loop: no stages; each conv level is read after its LRN."""
         c1 = self.norm1(self.conv1(x))
         c2 = self.norm2(self.conv2(self.pool1(c1)))
         c3 = self.conv3(self.pool2(c2))

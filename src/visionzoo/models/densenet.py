@@ -192,6 +192,7 @@ class DenseNet(ImageClassifier):
         return x if pre_logits else self.classifier(x)
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Own loop: a transition layer runs between dense blocks, after the block's map."""
         x = self.stem(x)
         out = [x]
         x = self.stem_pool(x)

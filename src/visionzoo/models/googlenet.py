@@ -213,6 +213,7 @@ class GoogLeNet(ImageClassifier):
         return self._run(x)  # (B, 1024, 7, 7) at 224
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Own loop: the levels are taps in a flat layer list (`_run`), not stages."""
         taps: list[Tensor] = []
         self._run(x, taps)
         return taps

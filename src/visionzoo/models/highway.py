@@ -180,6 +180,7 @@ class HighwayNet(ImageClassifier):
         return x if pre_logits else self.classifier(x)
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Own loop: the levels are highway layer states (fully connected ones as 1x1 maps)."""
         _, states = self._run(x, keep=True)
         return [s if self.conv else s[:, :, None, None] for s in states]
 

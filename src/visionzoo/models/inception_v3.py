@@ -252,6 +252,7 @@ class InceptionV3(ImageClassifier):
         init_weights_he(self)
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Own loop: the levels sit in a flat layer list with pools between, not stages."""
         c2 = self.conv2b(self.conv2a(self.conv1a(x)))
         c4 = self.conv4a(self.conv3b(self.pool1(c2)))
         m5 = self.mixed5(self.pool2(c4))

@@ -176,6 +176,7 @@ class LeNet5(ImageClassifier):
                 nn.init.uniform_(m.bias, -bound, bound)
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Own loop: the levels are the named layers c1-c5, not stages."""
         out = []
         for layer in (self.c1, self.s2, self.c3, self.s4, self.c5):
             x = layer(x)

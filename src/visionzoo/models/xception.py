@@ -170,6 +170,7 @@ class Xception(ImageClassifier):
         return x if pre_logits else self.classifier(x)
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Own loop: the levels are the stem, each entry-flow block, the middle and exit flows."""
         x = self.stem(x)
         out = [x]
         for module in self.entry:
