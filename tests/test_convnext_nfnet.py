@@ -154,7 +154,7 @@ def test_nfnet_betas_follow_expected_variance():
     betas = [b.beta**2 for b in model.modules() if isinstance(b, NFBlock)]
     expected = [1.0, 1.04, 1.04, 1.08, 1.04, 1.08, 1.12, 1.16, 1.20, 1.24, 1.04, 1.08]
     assert betas == pytest.approx(expected)
-    rates = [b.drop_path.p for b in model.modules() if isinstance(b, NFBlock)]
+    rates = [b.drop_path.drop_prob for b in model.modules() if isinstance(b, NFBlock)]
     assert rates == pytest.approx([0.25 * i / 12 for i in range(12)])
 
 

@@ -160,7 +160,7 @@ def test_compound_scaling_reproduces_torchvision_stages(variant):
     assert ours.image_size == scaling.resolution
     assert ours.dropout.p == tv.classifier[0].p
     # stochastic depth: block i of N drops with probability 0.2 i / N, as torchvision's
-    ours_p = [getattr(b.drop_path, "p", 0.0) for stage in ours.stages for b in stage]
+    ours_p = [getattr(b.drop_path, "drop_prob", 0.0) for stage in ours.stages for b in stage]
     tv_p = [b.stochastic_depth.p for stage in tv_stages for b in stage]
     assert ours_p == pytest.approx(tv_p)
 

@@ -5,26 +5,26 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
-def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
-    if p == 0.0 or not training:
+def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
+    if drop_prob == 0.0 or not training:
         return x
-    keep = 1.0 - p
+    keep = 1.0 - drop_prob
     mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
     return x * mask / keep if keep > 0.0 else x * mask  # keep = 0: every branch dropped
 
 
 class DropPath(nn.Module):
-    """Zero the whole branch for a random fraction `p` of the samples, rescale the rest."""
+    """Zero the whole branch for a random fraction `drop_prob` of the samples, rescale the rest."""
 
-    def __init__(self, p: float = 0.0) -> None:
+    def __init__(self, drop_prob: float = 0.0) -> None:
         super().__init__()
-        self.p = p
+        self.drop_prob = drop_prob
 
     def forward(self, x: Tensor) -> Tensor:
-        return drop_path(x, self.p, self.training)
+        return drop_path(x, self.drop_prob, self.training)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"drop_prob={self.drop_prob}"
 
 
 def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:

@@ -22,7 +22,7 @@ class InvertedResidual(nn.Module):
     The projection has no activation: a ReLU on the thin bottleneck would destroy
     information (the paper's "linear bottleneck"). The expansion is left out when
     `expanded_channels == in_channels` (expansion ratio 1). `se` is a ready-built module
-    (or None); `drop_path` drops the residual branch per sample (stochastic depth).
+    (or None); `drop_prob` drops the residual branch per sample (stochastic depth).
     """
 
     def __init__(
@@ -35,7 +35,7 @@ class InvertedResidual(nn.Module):
         act_layer: Callable[..., nn.Module] = nn.ReLU6,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         se: nn.Module | None = None,
-        drop_path: float = 0.0,
+        drop_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.use_shortcut = stride == 1 and in_channels == out_channels
@@ -50,7 +50,7 @@ class InvertedResidual(nn.Module):
         )
         self.se = se if se is not None else nn.Identity()
         self.project = ConvNormAct(mid, out_channels, 1, norm_layer=norm_layer, act_layer=None)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_prob) if drop_prob > 0 else nn.Identity()
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:

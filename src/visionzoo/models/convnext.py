@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from visionzoo.convert import register_converter, rename_keys
-from visionzoo.layers.drop_path import DropPath
+from visionzoo.layers.drop_path import DropPath, drop_path_rates
 from visionzoo.layers.mlp import Mlp
 from visionzoo.layers.norm import LayerNorm2d
 from visionzoo.models.base import FeatureInfo, ImageClassifier
@@ -65,14 +65,14 @@ class ConvNeXtBlock(nn.Module):
         dim: int,
         mlp_ratio: int = 4,
         layer_scale: float = 1e-6,
-        drop_path_rate: float = 0.0,
+        drop_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.conv_dw = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = Mlp(dim, mlp_ratio * dim, act_layer=nn.GELU)
         self.layer_scale = nn.Parameter(torch.full((dim,), layer_scale))
-        self.drop_path = DropPath(drop_path_rate)
+        self.drop_path = DropPath(drop_prob)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
@@ -86,7 +86,7 @@ class ConvNeXtStage(nn.Module):
     """An optional downsampling layer (LayerNorm + 2x2/2 conv), then `depth` blocks."""
 
     def __init__(
-        self, in_dim: int, dim: int, depth: int, drop_rates: Sequence[float], downsample: bool
+        self, in_dim: int, dim: int, depth: int, drop_probs: Sequence[float], downsample: bool
     ) -> None:
         super().__init__()
         self.downsample = (
@@ -94,7 +94,7 @@ class ConvNeXtStage(nn.Module):
             if downsample
             else nn.Identity()
         )
-        self.blocks = nn.Sequential(*(ConvNeXtBlock(dim, drop_path_rate=p) for p in drop_rates))
+        self.blocks = nn.Sequential(*(ConvNeXtBlock(dim, drop_prob=p) for p in drop_probs))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.blocks(self.downsample(x))
@@ -125,10 +125,7 @@ class ConvNeXt(ImageClassifier):
             nn.Conv2d(in_channels, widths[0], kernel_size=patch, stride=patch),
             LayerNorm2d(widths[0], eps=LN_EPS),
         )
-        # Linear decay from 0 to drop_path_rate; plain Python so that building on the meta
-        # device works (layers.drop_path_rates calls torch.linspace).
-        n = sum(depths)
-        rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
+        rates = drop_path_rates(drop_path_rate, sum(depths))
         stages, start = [], 0
         for i, (depth, width) in enumerate(zip(depths, widths)):
             in_dim = widths[max(i - 1, 0)]

@@ -133,7 +133,7 @@ class LePEAttention(nn.Module):
 class CSWinBlock(nn.Module):
     """x = x + proj(concat(vertical-, horizontal-stripe attention)(LN(x))); x = x + MLP(LN(x))."""
 
-    def __init__(self, dim: int, num_heads: int, split_size: int, last_stage: bool, drop_path=0.0):
+    def __init__(self, dim: int, num_heads: int, split_size: int, last_stage: bool, drop_prob=0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -146,7 +146,7 @@ class CSWinBlock(nn.Module):
         width = dim // len(self.attns)
         self.slices = [slice(i * width, (i + 1) * width) for i in range(len(self.attns))]
         self.proj = nn.Linear(dim, dim)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_prob)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, 4 * dim)
 

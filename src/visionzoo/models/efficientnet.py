@@ -126,7 +126,7 @@ class MBConv(InvertedResidual):
         expand_ratio: int,
         kernel_size: int,
         stride: int,
-        drop_path: float,
+        drop_prob: float,
         norm_layer: Callable[[int], nn.Module],
     ) -> None:
         expanded = make_divisible(in_channels * expand_ratio)
@@ -140,7 +140,7 @@ class MBConv(InvertedResidual):
             nn.SiLU,
             norm_layer,
             se,
-            drop_path,
+            drop_prob,
         )
 
 
@@ -182,7 +182,7 @@ class EfficientNet(ImageClassifier):
                 s, first_downsample = 1, False
             blocks = []
             for j in range(row.repeats):
-                p = drop_path_rate * index / total
+                drop_prob = drop_path_rate * index / total
                 blocks.append(
                     MBConv(
                         channels,
@@ -190,7 +190,7 @@ class EfficientNet(ImageClassifier):
                         row.expand_ratio,
                         row.kernel,
                         s if j == 0 else 1,
-                        p,
+                        drop_prob,
                         norm,
                     )
                 )

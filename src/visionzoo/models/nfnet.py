@@ -132,7 +132,7 @@ class NFBlock(nn.Module):
         beta: float,
         alpha: float = 0.2,
         group_width: int = 128,
-        drop_path_rate: float = 0.0,
+        drop_prob: float = 0.0,
     ) -> None:
         super().__init__()
         mid = out_channels // 2  # bottleneck ratio 0.5
@@ -156,7 +156,7 @@ class NFBlock(nn.Module):
         self.act3 = VPGELU()
         self.conv3 = ScaledStdConv2d(mid, out_channels, 1)
         self.se = SqueezeExcite(out_channels, out_channels // 2)
-        self.drop_path = DropPath(drop_path_rate)
+        self.drop_path = DropPath(drop_prob)
         self.skipinit_gain = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -215,7 +215,7 @@ class NFNet(ImageClassifier):
                         stride=2 if i > 0 and j == 0 else 1,
                         beta=math.sqrt(expected_var),
                         alpha=alpha,
-                        drop_path_rate=drop_path_rate * index / num_blocks,
+                        drop_prob=drop_path_rate * index / num_blocks,
                     )
                 )
                 # A transition block's shortcut sees the unit-variance input: variance resets.

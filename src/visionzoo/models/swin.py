@@ -158,14 +158,14 @@ class ShiftedWindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """x = x + (S)W-MSA(LN(x)); x = x + MLP(LN(x)), on a (B, H, W, C) map."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, drop_path=0.0):
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, drop_prob=0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = ShiftedWindowAttention(dim, num_heads, window_size, shift_size)
-        self.drop_path1 = DropPath(drop_path)
+        self.drop_path1 = DropPath(drop_prob)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, 4 * dim)
-        self.drop_path2 = DropPath(drop_path)
+        self.drop_path2 = DropPath(drop_prob)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))

@@ -90,16 +90,16 @@ class EncoderBlock(nn.Module):
         mlp_dim: int,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
-        drop_path: float = 0.0,
+        drop_prob: float = 0.0,
         norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6),
     ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads, attn_dropout=attn_dropout, proj_dropout=dropout)
-        self.drop_path1 = DropPath(drop_path)
+        self.drop_path1 = DropPath(drop_prob)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, mlp_dim, dropout=dropout)
-        self.drop_path2 = DropPath(drop_path)
+        self.drop_path2 = DropPath(drop_prob)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))  # z' = MSA(LN(z)) + z
