@@ -5,7 +5,7 @@ from visionzoo.layers.conv_norm_act import ConvNormAct
 from visionzoo.layers.drop_path import DropPath, drop_path, drop_path_rates
 from visionzoo.layers.helpers import conv_out_size, make_divisible, round_repeats
 from visionzoo.layers.mlp import Mlp
-from visionzoo.layers.norm import LayerNorm2d, Permute
+from visionzoo.layers.norm import LayerNorm2d
 from visionzoo.layers.padding import pad_same
 from visionzoo.layers.patch_embed import PatchEmbed
 from visionzoo.layers.squeeze_excite import SqueezeExcite
@@ -17,7 +17,6 @@ __all__ = [
     "LayerNorm2d",
     "Mlp",
     "PatchEmbed",
-    "Permute",
     "SqueezeExcite",
     "conv_out_size",
     "drop_path",

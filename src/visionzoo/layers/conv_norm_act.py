@@ -21,14 +21,13 @@ class ConvNormAct(nn.Sequential):
         stride: int = 1,
         padding: int | None = None,
         groups: int = 1,
-        dilation: int = 1,
         bias: bool | None = None,
         norm_layer: Callable[[int], nn.Module] | None = nn.BatchNorm2d,
         act_layer: Callable[..., nn.Module] | None = nn.ReLU,
         inplace: bool | None = True,
     ) -> None:
         if padding is None:
-            padding = (kernel_size - 1) // 2 * dilation
+            padding = (kernel_size - 1) // 2
         super().__init__()
         self.conv = nn.Conv2d(
             in_channels,
@@ -36,7 +35,6 @@ class ConvNormAct(nn.Sequential):
             kernel_size,
             stride,
             padding,
-            dilation=dilation,
             groups=groups,
             bias=norm_layer is None if bias is None else bias,
         )

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+def make_divisible(value: float, divisor: int = 8) -> int:
     """Round channels to a multiple of `divisor`, never more than 10% below `value`.
 
     The rule of the MobileNet reference code, reused by EfficientNet's width scaling.
     """
-    min_value = min_value or divisor
-    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
     if new < 0.9 * value:
         new += divisor
     return new

@@ -12,7 +12,6 @@ class Mlp(nn.Module):
         self,
         in_features: int,
         hidden_features: int,
-        out_features: int | None = None,
         act_layer: Callable[..., nn.Module] = nn.GELU,
         dropout: float = 0.0,
     ) -> None:
@@ -20,7 +19,7 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden_features)
         self.act = act_layer()
         self.drop1 = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+        self.fc2 = nn.Linear(hidden_features, in_features)
         self.drop2 = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -13,12 +13,3 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-
-
-class Permute(nn.Module):
-    def __init__(self, *dims: int) -> None:
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.permute(*self.dims)

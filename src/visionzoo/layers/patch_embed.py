@@ -8,14 +8,11 @@ from torch import Tensor, nn
 class PatchEmbed(nn.Module):
     """A strided convolution with kernel = stride = patch size, flattened to tokens."""
 
-    def __init__(self, patch_size: int, in_channels: int, embed_dim: int, flatten: bool = True):
+    def __init__(self, patch_size: int, in_channels: int, embed_dim: int) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.flatten = flatten
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.proj(x)  # (B, C, H, W) -> (B, D, H/p, W/p)
-        if self.flatten:
-            x = x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D)
-        return x
+        return x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D)

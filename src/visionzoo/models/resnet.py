@@ -99,7 +99,7 @@ class Bottleneck(nn.Module):
     """1x1 reduce -> 3x3 -> 1x1 expand (x4), plus the shortcut; Fig. 5 right.
 
     The stride sits on the 3x3 convolution (torchvision, "v1.5") unless `stride_in_1x1`
-    (the paper). `groups` > 1 gives a grouped 3x3 convolution (ResNeXt reuses this block).
+    (the paper).
     """
 
     expansion = 4
@@ -111,14 +111,12 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         shortcut: str | None = "B",
         stride_in_1x1: bool = False,
-        groups: int = 1,
-        mid_channels: int | None = None,
     ) -> None:
         super().__init__()
-        mid, out = mid_channels or width, width * self.expansion
+        mid, out = width, width * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = ConvNormAct(in_channels, mid, 1, s1)
-        self.conv2 = ConvNormAct(mid, mid, 3, s3, groups=groups)
+        self.conv2 = ConvNormAct(mid, mid, 3, s3)
         self.conv3 = ConvNormAct(mid, out, 1, act_layer=None)
         self.shortcut = make_shortcut(shortcut, in_channels, out, stride)
         self.act = nn.ReLU(inplace=True)
