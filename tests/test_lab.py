@@ -155,3 +155,15 @@ def test_standard_errors_and_combination():
     assert combine([REPRODUCED, REPRODUCED]) == REPRODUCED
     assert combine([REPRODUCED, NOT]) == PARTLY
     assert combine([NOT, NOT]) == NOT
+
+
+def test_each_claim_lives_in_its_own_file_and_returns_a_typed_result():
+    import typing
+
+    from visionzoo.lab.verdict import ClaimResult
+
+    modules = {c.run.__module__ for c in CLAIMS.values()}
+    assert len(modules) == len(CLAIMS)
+    for c in CLAIMS.values():
+        assert c.run.__module__.startswith("visionzoo.lab.claims."), c.name
+        assert typing.get_type_hints(c.run)["return"] is ClaimResult, c.name

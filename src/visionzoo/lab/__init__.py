@@ -6,7 +6,7 @@ recipe, what was scaled down, the environment) and `CLAIM.png`, and decides its 
 (reproduced / not reproduced / inconclusive) by a rule fixed in code beforehand.
 """
 
-from visionzoo.lab import claims, claims_classic  # noqa: F401 - registers them
+from visionzoo.lab import claims  # noqa: F401 - registers the claims
 from visionzoo.lab.core import BUDGETS, CLAIMS, ORDER, VERDICTS, run_claim
 
 for _name in sorted(CLAIMS, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):

@@ -14,6 +14,7 @@ from pathlib import Path
 from visionzoo.errors import UserError
 from visionzoo.lab.claims.common import compare, scaled, sgd
 from visionzoo.lab.core import Context, claim, curves, intervals
+from visionzoo.lab.verdict import ClaimResult
 
 
 def write_digits_folder(root: Path, n_train: int, n_test: int, data_dir: str | None) -> Path:
@@ -46,9 +47,7 @@ def write_digits_folder(root: Path, n_train: int, n_test: int, data_dir: str | N
     "interval: reproduced if it lies above 0, not if below, else inconclusive (also when an "
     "arm is at chance or still improving).",
 )
-def transfer(ctx: Context):
-    from visionzoo.lab.verdict import ClaimResult
-
+def transfer(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     widths = ctx.pick((4, 8, 16), (8, 16, 32), (16, 32, 64))
     n_train, n_test = ctx.pick((100, 200), (1_000, 2_000), (1_000, 10_000))
