@@ -69,72 +69,13 @@ def claim(name: str, **meta: Any) -> Callable[[Callable], Callable]:
     return decorator
 
 
-# ---------------------------------------------------------------------------------------
-# Statistics and verdict rules (fixed before any result was seen)
-
-
 def mean(xs: Iterable[float]) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def std_error(xs: Iterable[float], floor: float = 0.0) -> float:
-    """Standard error of the mean over seeds, never below `floor` (with one seed: `floor`)."""
-    xs = list(xs)
-    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
-    return max(se, floor)
-
-
-def binomial_se(p: float, n: int) -> float:
-    """Sampling error of an accuracy p measured on n images: the floor of any SE."""
-    if n <= 0 or not 0 <= p <= 1:
-        return 0.0
-    return math.sqrt(p * (1 - p) / n)
-
-
-def difference(a: list[float], b: list[float], floor_a: float = 0.0, floor_b: float = 0.0) -> dict:
-    """mean(a) - mean(b) with the standard error of the difference (independent arms)."""
-    se = math.hypot(std_error(a, floor_a), std_error(b, floor_b))
-    return {"diff": mean(a) - mean(b), "se": se, "n_a": len(a), "n_b": len(b)}
-
-
-def verdict_greater(diff: float, se: float, margin: float = 0.0) -> str:
-    """The claim says diff > 0 (diff is oriented so). Reproduced: diff > 2 SE (and > margin);
-    partly: the right direction but within the noise (or below the margin); else not."""
-    if diff > 2 * se and diff > margin:
-        return REPRODUCED
-    if diff > 0:
-        return PARTLY
-    return NOT
-
-
-def verdict_noninferior(diff: float, se: float, margin: float) -> str:
-    """The claim says "no worse" (diff = new - old accuracy, in points). Reproduced: the
-    lower 2-SE bound is above -margin; partly: the mean is above -margin; else not."""
-    if diff - 2 * se > -margin:
-        return REPRODUCED
-    if diff > -margin:
-        return PARTLY
-    return NOT
-
-
-def combine(verdicts: Iterable[str]) -> str:
-    """Several sub-claims: all reproduced -> reproduced; none even partly -> not; else partly."""
-    vs = list(verdicts)
-    if vs and all(v == REPRODUCED for v in vs):
-        return REPRODUCED
-    if all(v == NOT for v in vs):
-        return NOT
-    return PARTLY
-
-
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
-
-
-def pm(diff: float, se: float, unit: str = " pp") -> str:
-    """'+1.23 ± 0.45 pp' for fractions."""
-    return f"{100 * diff:+.2f} ± {100 * se:.2f}{unit} (2 SE = {200 * se:.2f})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,11 +337,6 @@ def model_cost(
     }
 
 
-def arm_summary(runs: list[dict[str, Any]], key: str = "test_acc", floor: float = 0.0) -> dict:
-    values = [r["final"][key] for r in runs]
-    return {"mean": mean(values), "se": std_error(values, floor), "values": values}
-
-
 # ---------------------------------------------------------------------------------------
 # Running a claim and writing its result
 
@@ -582,24 +518,3 @@ def intervals(ax, subclaims: list[Any]) -> None:
     ax.tick_params(axis="y", labelsize=7)
     ax.set_xlabel("effect (pp; * primary), 95% interval, dashed: margin")
     ax.grid(axis="x", alpha=0.3)
-
-
-def accuracy_vs_cost(ax, costs: dict[str, float], acc: dict[str, dict[str, Any]], xlabel: str):
-    """One point per arm: its cost against mean test accuracy, with a 2-SE error bar."""
-    for k, cost in costs.items():
-        ax.errorbar(cost, acc[k]["mean"], yerr=2 * acc[k]["se"], fmt="o", capsize=4, label=k)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-
-
-def bars(ax, labels: list[str], values: list[float], errors: list[float] | None, ylabel: str):
-    xs = range(len(labels))
-    ax.bar(xs, values, yerr=[2 * e for e in errors] if errors else None, capsize=4, color="#4c78a8")
-    ax.set_xticks(list(xs), labels, rotation=20, fontsize=8, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    if values and errors is not None and all(v > 0.5 for v in values):
-        lo = min(v - 2 * e for v, e in zip(values, errors))
-        ax.set_ylim(max(0.0, lo - 0.02), min(1.0, max(values) + 0.02))
