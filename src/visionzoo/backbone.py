@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -94,5 +95,5 @@ def backbone(
     model = create_model(name, **kwargs)
     if weights:
         load_pretrained(model, weights)
-    body = Backbone(model, out_indices)
+    body = Backbone(cast(ImageClassifier, model), out_indices)
     return FPNBackbone(body, fpn_channels) if fpn_channels else body

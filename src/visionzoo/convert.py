@@ -18,11 +18,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 StateDict = dict[str, Tensor]
+# A key renaming: a regex and its replacement (a template, or a function of the match).
+Rule = tuple[str, str | Callable[[re.Match[str]], str]]
 Converter = Callable[[StateDict], StateDict]
 
 SOURCES = ("torchvision", "timm", "hf")  # the built-in sources; register_converter adds others
@@ -70,12 +73,12 @@ def get_converter(model_name: str, source: str) -> Converter:
     raise WeightMismatchError(f"no {source} converter for {model_name!r}")
 
 
-def rename_keys(state_dict: StateDict, rules: Iterable[tuple[str, str]]) -> StateDict:
+def rename_keys(state_dict: StateDict, rules: Iterable[Rule]) -> StateDict:
     """Apply regex substitutions to every key, in order; values are kept as they are."""
-    rules = [(re.compile(p), r) for p, r in rules]
+    compiled = [(re.compile(p), r) for p, r in rules]
     out: StateDict = {}
     for key, value in state_dict.items():
-        for pattern, repl in rules:
+        for pattern, repl in compiled:
             key = pattern.sub(repl, key)
         out[key] = value
     return out
@@ -117,7 +120,7 @@ def port_weights(model: nn.Module, state_dict: StateDict, source: str) -> nn.Mod
     return model
 
 
-def build_reference(model_name: str, source: str, **kwargs: object) -> nn.Module:
+def build_reference(model_name: str, source: str, **kwargs: Any) -> nn.Module:
     """The same architecture built by torchvision or timm, randomly initialised (no download)."""
     from visionzoo.registry import get_model_info
 

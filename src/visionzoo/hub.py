@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from visionzoo.convert import StateDict, get_converter, register_converter, rename_keys
+from visionzoo.convert import Rule, StateDict, get_converter, register_converter, rename_keys
 from visionzoo.errors import UserError
 from visionzoo.models.vit import _from_timm as _vit_from_timm
 
@@ -86,7 +86,7 @@ def fuse_qkv(state_dict: StateDict, pattern: str) -> StateDict:
 
 
 # transformers 4 names (the Hub's files) -> transformers 5 names, then one mapping from those.
-_HF_V4_NAMES = [
+_HF_V4_NAMES: list[Rule] = [
     (r"\.encoder\.layer\.(\d+)\.", r".layers.\1."),
     (r"\.attention\.(?:attention|self)\.(query|key|value)\.",
      lambda m: f".attention.{m[1][0]}_proj."),
@@ -100,9 +100,7 @@ _HF_V4_NAMES = [
 
 def _hf_v5(state_dict: StateDict) -> StateDict:
     state = {k: v for k, v in state_dict.items() if not k.endswith("relative_position_index")}
-    for pattern, repl in _HF_V4_NAMES:
-        state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-    return state
+    return rename_keys(state, _HF_V4_NAMES)
 
 
 def _hf_attention(state: StateDict, block: str) -> StateDict:
@@ -251,7 +249,7 @@ def _mobilenet_v2_from_hf(state_dict: StateDict) -> StateDict:
     google/mobilenet_v2_* pad TF-style and have 1001 classes (`hf:` specs refuse them)."""
     conv = {"expand_1x1": "conv.0.0", "conv_3x3": "conv.1.0", "reduce_1x1": "conv.2"}
     norm = {"expand_1x1": "conv.0.1", "conv_3x3": "conv.1.1", "reduce_1x1": "conv.3"}
-    rules = [
+    rules: list[Rule] = [
         (r"^mobilenet_v2\.conv_stem\.first_conv\.convolution\.", "features.0.0."),
         (r"^mobilenet_v2\.conv_stem\.first_conv\.normalization\.", "features.0.1."),
         (r"^mobilenet_v2\.conv_stem\.conv_3x3\.convolution\.", "features.1.conv.0.0."),

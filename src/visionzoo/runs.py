@@ -362,7 +362,8 @@ class RunLock:
     """
 
     def __init__(self, path: Path, run: Path):
-        self.path, self.run, self.fd = path, run, None
+        self.path, self.run = path, run
+        self.fd: int | None = None
 
     def acquire(self, note: Callable[[str], None]) -> None:
         import fcntl

@@ -48,7 +48,7 @@ import functools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +113,8 @@ class InferenceModel(nn.Module):
     With a reduced `dtype`, floating inputs are cast to it and the output cast back to the
     input's dtype, so callers keep passing and receiving fp32 tensors. `rewrite` says what
     the optimization changed."""
+
+    _compiled: Any  # torch.compile's wrapper, set around nn.Module's submodule registry
 
     def __init__(
         self,
@@ -256,7 +258,8 @@ def fold_batchnorm(model: nn.Module, x: Tensor | None = None) -> int:
     pairs = find_conv_bn_pairs(model, x)
     for conv_name, norm_name in pairs:
         conv, norm = model.get_submodule(conv_name), model.get_submodule(norm_name)
-        _set_submodule(model, conv_name, fuse_conv_bn_eval(conv, norm))
+        fused = fuse_conv_bn_eval(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, norm))
+        _set_submodule(model, conv_name, fused)
         _set_submodule(model, norm_name, nn.Identity())
     return len(pairs)
 
@@ -281,8 +284,10 @@ class PackedConv2d(nn.Module):
     def __init__(self, conv: nn.Conv2d, act: nn.Module | None = None):
         super().__init__()
         self.weight, self.bias = conv.weight, conv.bias
-        self.stride, self.padding = list(conv.stride), list(conv.padding)
-        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.stride: list[int] = list(conv.stride)
+        self.padding: list[int] = list(cast(tuple[int, ...], conv.padding))
+        self.dilation: list[int] = list(conv.dilation)
+        self.groups = conv.groups
         # the oneDNN post-op, and the module itself for the unfused path (CUDA, fp16)
         post = [v for t, v in _POST_OPS.items() if isinstance(act, t)]
         self.attr, self.scalars = (post[0][0], list(post[0][1])) if post else ("none", [])
@@ -401,7 +406,8 @@ def fuse_linear_gelu(model: nn.Module) -> int:
         and m.act.approximate == "none"
     ]
     for m in mlps:
-        m.fc1, m.act = LinearGELU(m.fc1), nn.Identity()
+        m.register_module("fc1", LinearGELU(m.fc1))
+        m.register_module("act", nn.Identity())
     return len(mlps)
 
 

@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -197,7 +197,8 @@ def _first_of_stage(model: nn.Module, name: str) -> nn.Module:
 
 def _row_names(names: list[str]) -> list[str]:
     """ "blocks.2", "blocks.5" -> "blocks.0-2", "blocks.3-5": each row's span of blocks."""
-    out, previous = [], {}
+    out: list[str] = []
+    previous: dict[str, int] = {}
     for name in names:
         parent, _, index = name.rpartition(".")
         if parent and index.isdigit():
@@ -314,7 +315,7 @@ def _stage_rows(
     ):
         try:  # token-shaped stages: take the (C, H, W) maps the model contract provides
             with torch.no_grad():
-                maps = model.forward_intermediates(x)
+                maps = cast(Any, model).forward_intermediates(x)
             if len(maps) == len(trace.stages):
                 shapes = [shapes[0]] + [list(m.shape[1:]) for m in maps]
         except (NotImplementedError, RuntimeError, ValueError):

@@ -21,12 +21,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from visionzoo.bench.optimize import DTYPES, optimize
+from visionzoo.bench.optimize import DTYPES, InferenceModel, optimize
 from visionzoo.errors import UserError
 from visionzoo.utils import cpu_flags, cpu_model, git_state, gpu_model
 
@@ -149,7 +149,7 @@ def _is_oom(err: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def _stats(times: list[float], batch: int) -> dict[str, float]:
+def _stats(times: list[float], batch: int) -> dict[str, float | None]:
     ordered = sorted(times)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
     median = statistics.median(ordered)
@@ -197,7 +197,7 @@ def _prepare(model: nn.Module, cfg: BenchConfig, train: bool) -> nn.Module:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
-        model = torch.compile(model)
+        return cast(nn.Module, torch.compile(model))
     return model
 
 
@@ -249,10 +249,10 @@ def fast_label(cfg: BenchConfig, dtype: str) -> str:
 
 def _fast_paths(
     name: str, model: nn.Module, cfg: BenchConfig, size: int, notes: list[str]
-) -> dict[str, nn.Module]:
+) -> dict[str, InferenceModel]:
     """The fast path of `model` in each requested dtype, keyed by its row label; a dtype the
     model cannot run in (or whose logits miss the check) becomes a note."""
-    out = {}
+    out: dict[str, InferenceModel] = {}
     for dtype in dict.fromkeys(cfg.optimize_dtypes or [cfg.dtype]):
         try:
             with warnings.catch_warnings():  # a float32 fallback becomes the note below

@@ -21,6 +21,7 @@ timm, which makes them per-channel units.)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,7 @@ def agc_parameters(model: nn.Module) -> list[nn.Parameter]:
     modules it is the last `nn.Linear`.
     """
     if hasattr(model, "get_classifier"):
-        head: nn.Module | None = model.get_classifier()
+        head: nn.Module | None = cast(Any, model).get_classifier()
     else:
         head = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
     excluded = {id(p) for p in head.parameters()} if head is not None else set()

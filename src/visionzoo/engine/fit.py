@@ -193,18 +193,20 @@ def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
 def _data_and_model(cfg: TrainConfig, device, source: ModelSource):
     """The model, its preprocessing, the dataset spec and both loaders."""
     world, folder = dist.world_size(), FolderOptions.from_config(cfg)
-    shard = dict(rank=dist.rank(), world_size=world)
+    shard: dict[str, Any] = dict(rank=dist.rank(), world_size=world)
     drop_last = cfg.compile  # static shapes: one compiled graph, no recompiling for the tail
     if cfg.loader == "workers":
         spec, train_root, test_root = folder_spec(cfg.dataset.partition(":")[2], folder)
         model, pre = build_model_for(cfg, spec, source)
-        common = dict(
+        common: dict[str, Any] = dict(
             num_workers=cfg.workers, seed=cfg.seed, device=device, strict=cfg.strict, **shard
         )
-        train_loader = FolderLoader(
+        train_loader: FolderLoader | DeviceLoader = FolderLoader(
             train_root, pre, cfg.batch_size // world, True, augment_config(cfg, spec), **common
         )
-        test_loader = FolderLoader(test_root, pre, cfg.eval_batch_size, False, **common)
+        test_loader: FolderLoader | DeviceLoader = FolderLoader(
+            test_root, pre, cfg.eval_batch_size, False, **common
+        )
         return model, pre, spec, train_loader, test_loader
     train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download, folder)
     test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download, folder)

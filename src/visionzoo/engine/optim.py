@@ -17,6 +17,7 @@ def is_no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
+_FLOWS = {"entry": 0, "middle": 1, "exit": 2}  # Xception
 # Where a parameter's block sits in network order, by family layout; first match wins.
 _BLOCKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[float, ...]]], ...] = (
     (re.compile(r"^stages\.(\d+)\.downsample\."), lambda m: (int(m[1]), 0)),  # with block 0
@@ -26,7 +27,6 @@ _BLOCKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[float, ...
     (re.compile(r"^(?:blocks|layers)\.(\d+)\."), lambda m: (int(m[1]),)),
     (re.compile(r"^(entry|middle|exit)\.(\d+)\."), lambda m: (_FLOWS[m[1]], int(m[2]))),
 )
-_FLOWS = {"entry": 0, "middle": 1, "exit": 2}  # Xception
 
 
 def layer_ids(model: nn.Module) -> dict[str, int]:

@@ -6,7 +6,14 @@ import sys
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 
 class TrainProgress:
@@ -27,7 +34,7 @@ class TrainProgress:
             transient=False,
             disable=not enabled or not sys.stderr.isatty(),
         )
-        self.task = None
+        self.task: TaskID | None = None
         self._t0 = time.perf_counter()
         self._seen0 = 0
 

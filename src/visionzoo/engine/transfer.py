@@ -9,6 +9,7 @@ divide by three and repeat), and everything else must match exactly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -105,7 +106,7 @@ def detect_layout(model: nn.Module, state: StateDict, source: str) -> StateDict:
             converted = dict(state)
         else:
             try:
-                converted = get_converter(model.model_name, layout)(dict(state))
+                converted = get_converter(_registry_name(model), layout)(dict(state))
             except (WeightMismatchError, KeyError):
                 continue
         missing = sorted(body - converted.keys())
@@ -118,8 +119,15 @@ def detect_layout(model: nn.Module, state: StateDict, source: str) -> StateDict:
                 f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
             )
             closest = (len(missing), f"as {layout} weights, {len(missing)} missing: {shown}")
-    hint = closest[1] if closest else f"no converter for {model.model_name}"
-    raise UserError(f"--init {source} fits {model.model_name} in no known layout; closest: {hint}")
+    name = _registry_name(model)
+    hint = closest[1] if closest else f"no converter for {name}"
+    raise UserError(f"--init {source} fits {name} in no known layout; closest: {hint}")
+
+
+def _registry_name(model: nn.Module) -> str:
+    """The name create_model recorded on `model` (its class name for other modules)."""
+    name = getattr(model, "model_name", None)
+    return name if isinstance(name, str) else type(model).__name__
 
 
 def adapt_state_dict(model: nn.Module, state: StateDict) -> tuple[StateDict, list[str]]:
@@ -166,7 +174,7 @@ def adapt_in_channels(weight: Tensor, channels: int) -> Tensor:
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     """State-dict prefixes of the classifier (and auxiliary classifiers) of `model`."""
-    heads = [model.get_classifier()] if hasattr(model, "get_classifier") else []
+    heads = [cast(Any, model).get_classifier()] if hasattr(model, "get_classifier") else []
     prefixes = []
     for name, module in model.named_modules():
         if any(module is h for h in heads) or name.split(".")[-1].startswith("aux"):
@@ -191,7 +199,7 @@ def initialise(model: nn.Module, source: str, class_names: list[str] | None = No
     """
     from visionzoo.models.migrate import migrate_state_dict
 
-    state = migrate_state_dict(model, source_state_dict(source, model.model_name))
+    state = migrate_state_dict(model, source_state_dict(source, _registry_name(model)))
     if is_weights_file(source):
         state = detect_layout(model, state, source)
     theirs = source_classes(source)

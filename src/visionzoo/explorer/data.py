@@ -413,7 +413,8 @@ class Explorer:
             test_acc = metrics[-1].get("test_acc")
         if not isinstance(test_acc, (int, float)) or isinstance(test_acc, bool):
             test_acc = None
-        pre = config.get("preprocess") if isinstance(config.get("preprocess"), dict) else {}
+        pre = config.get("preprocess")
+        pre = pre if isinstance(pre, dict) else {}
         return {
             "id": _slug(rel),
             "name": rel,
