@@ -19,7 +19,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from visionzoo.lab.verdict import (  # noqa: F401
     VERDICTS,
     ClaimResult,
 )
+from visionzoo.utils import atomic_write_text, cpu_model, git_state, gpu_model
 
 BUDGETS = ("smoke", "quick", "full")
 KEEP = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "images_per_s")
@@ -92,49 +92,21 @@ def environment() -> dict[str, Any]:
             versions[lib] = importlib.metadata.version(lib)
         except importlib.metadata.PackageNotFoundError:
             versions[lib] = None
-    commit, dirty = git_state()
+    git = git_state()
     return {
         **versions,
         "visionzoo": __version__,
-        "git_commit": commit,
-        "git_dirty": dirty,
+        "git_commit": git.commit,
+        "git_dirty": git.dirty,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": gpu_model(),
         "platform": platform.platform(),
         # Other work on the machine skews timings: the 1-minute load average.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-
-
-def git_state() -> tuple[str | None, bool | None]:
-    """The checkout's HEAD commit and whether tracked files differ from it."""
-    root = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], capture_output=True, text=True, timeout=10, cwd=root
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return commit, (bool(status) if status is not None else None)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def dataset_files(name: str, data_dir: str | None) -> dict[str, str]:
@@ -439,7 +411,7 @@ def run_claim(
         png = path.with_suffix(".png")
         save_plot(draw, png, result)
         result["plot"] = png.name
-    path.write_text(json.dumps(_finite(result), indent=1, default=str) + "\n")
+    atomic_write_text(path, json.dumps(_finite(result), indent=1, default=str) + "\n")
     ctx.say(f"verdict: {result['verdict']}. {result['summary']}")
     result["path"] = str(path)
     return result

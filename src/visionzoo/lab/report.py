@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from visionzoo.lab.core import CLAIMS
+from visionzoo.utils import atomic_write_text
 
 BADGE = {
     "reproduced": "#2e7d32",
@@ -189,6 +190,6 @@ def build_report(folder: str | Path = "results/lab") -> tuple[Path, Path, int]:
     folder.mkdir(parents=True, exist_ok=True)
     results = load_results(folder)
     md, page = folder / "REPORT.md", folder / "REPORT.html"
-    md.write_text(markdown(results))
-    page.write_text(to_html(results))
+    atomic_write_text(md, markdown(results))
+    atomic_write_text(page, to_html(results))
     return md, page, len(results)
