@@ -86,7 +86,10 @@ def environment() -> dict[str, Any]:
     """Library versions, the code's commit (and whether the tree was dirty), CPU and GPU."""
     from visionzoo import __version__
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    versions: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     for lib in ("numpy", "matplotlib", "safetensors"):
         try:
             versions[lib] = importlib.metadata.version(lib)
@@ -296,7 +299,7 @@ def model_cost(
     from visionzoo.engine.config import TrainConfig
     from visionzoo.engine.train import build_model_for
 
-    cfg = dict(model=model, dataset=dataset, image_size=image_size)
+    cfg: dict[str, Any] = dict(model=model, dataset=dataset, image_size=image_size)
     source = lab_source(cfg)
     tc = TrainConfig(**cfg, model_kwargs=model_kwargs, data_dir=data_dir)
     net, pre = build_model_for(tc, get_spec(dataset), source)

@@ -12,6 +12,8 @@ see `core.lab_source`): they never enter the global registry.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,6 +31,8 @@ def conv_bn_act(c_in: int, c_out: int, k: int, act: type[nn.Module] = nn.ReLU) -
 
 class _LabNet(ImageClassifier):
     """Shared plumbing: `self.stages` (a ModuleList), GAP or flatten head, `self.classifier`."""
+
+    stages: nn.ModuleList
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         out = []
@@ -78,6 +82,7 @@ class CNN4(_LabNet):
         self.stages = nn.ModuleList(stages)
         self.pooled = 3  # adaptive pool to 3x3: 28 px -> 4x4 maps, 32 px -> 4x4
         features = c * self.pooled**2
+        self.hidden: nn.Module
         if hidden:
             self.hidden = nn.Sequential(
                 nn.Linear(features, hidden), act_layer(), nn.Dropout(dropout)
@@ -210,13 +215,14 @@ class MiniGoogLeNet(ImageClassifier):
         blocks, c, outs = {}, int(192 / div), {}
         for spec in INCEPTIONS:
             fields = ("conv1x1", "reduce3x3", "conv3x3", "reduce5x5", "conv5x5", "pool_proj")
-            small = replace(spec, **{f: max(1, int(getattr(spec, f) / div)) for f in fields})
+            widths: dict[str, Any] = {f: max(1, int(getattr(spec, f) / div)) for f in fields}
+            small = replace(spec, **widths)
             blocks[spec.name] = (
                 Inception(c, small, kernel5x5=5) if reduce else NaiveInception(c, small)
             )
             c = outs[spec.name] = small.out_channels
         self.blocks = nn.ModuleDict(blocks)
-        w4a, w4d = (self.blocks[k].branch_pool[1].conv.in_channels for k in ("4b", "4e"))
+        w4a, w4d = (outs[k] for k in ("4a", "4d"))
         self.aux1 = ScaledAux(w4a, num_classes, div) if aux else None
         self.aux2 = ScaledAux(w4d, num_classes, div) if aux else None
         self.dropout = nn.Dropout(0.4)
@@ -302,16 +308,15 @@ def lab_mobilenet(width_multiplier: float = 1.0, standard: bool = False, **kwarg
     kwargs.setdefault("small_input", True)
     model = MobileNetV1(width_multiplier=width_multiplier, **kwargs)
     if standard:
-        for stage in model.stages:
+        stages: Any = model.stages
+        for stage in stages:
             for i, block in enumerate(stage):
                 if isinstance(block, DepthwiseSeparableConv):
-                    c_in = block.dw.conv.in_channels
-                    c_out = block.pw.conv.out_channels
-                    stride = block.dw.conv.stride[0]
-                    conv = nn.Sequential(
-                        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
-                        nn.BatchNorm2d(c_out),
-                        nn.ReLU6(inplace=True),
+                    dw: Any = block.dw
+                    pw: Any = block.pw
+                    stride = dw.conv.stride[0]
+                    conv = ConvNormAct(
+                        dw.conv.in_channels, pw.conv.out_channels, 3, stride, act_layer=nn.ReLU6
                     )
                     init_weights_he(conv)
                     stage[i] = conv

@@ -36,10 +36,11 @@ def load_results(folder: Path) -> list[dict[str, Any]]:
                 latest[key] = data
     order = {name: i for i, name in enumerate(CLAIMS)}
     rank = {b: i for i, b in enumerate(BUDGET_ORDER)}
-    return sorted(
-        latest.values(),
-        key=lambda r: (order.get(r["claim"], len(order)), r["claim"], rank.get(r.get("budget"), 9)),
-    )
+
+    def position(r: dict[str, Any]) -> tuple[int, str, int]:
+        return order.get(r["claim"], len(order)), r["claim"], rank.get(str(r.get("budget")), 9)
+
+    return sorted(latest.values(), key=position)
 
 
 def by_claim(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -25,7 +25,7 @@ def t975(df: int) -> float:
     if df < 1:
         return math.inf
     try:
-        from scipy.stats import t  # type: ignore[import-untyped]
+        from scipy.stats import t
 
         return float(t.ppf(0.975, df))
     except ImportError:

@@ -90,7 +90,7 @@ def degradation(ctx: Context) -> ClaimResult:
         compare("highway beats plain at 100 layers (test accuracy)", arm("highway_fc_100"),
                 arm("plain_fc_100"), "greater", d),
     ]  # fmt: skip
-    facts = {f"parameters, {k}": f"{v:,}" for k, v in params.items()}
+    facts: dict[str, Any] = {f"parameters, {k}": f"{v:,}" for k, v in params.items()}
     facts.update({f"learning rate, {k}": v for k, v in lrs.items()})
 
     def draw(fig):

@@ -23,7 +23,7 @@ def matched_div(ctx: Context, naive_div: float) -> tuple[float, dict[str, int]]:
     `naive_div` (bisection)."""
 
     def macs(reduce: bool, div: float) -> int:
-        kw = {"reduce": reduce, "aux": True, "div": div}
+        kw: dict[str, Any] = {"reduce": reduce, "aux": True, "div": div}
         return model_cost("lab_googlenet", ctx.dataset, data_dir=ctx.data_dir, **kw)["macs"]
 
     target = macs(False, naive_div)

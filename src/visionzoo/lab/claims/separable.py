@@ -8,7 +8,9 @@ measurements: facts beside the verdict, counted and timed with the bench module.
 
 from __future__ import annotations
 
+import functools
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,7 +30,9 @@ def alternating_latency_ms(
     from visionzoo.bench.timing import time_alternating
 
     with torch.inference_mode():
-        fns = {n: (lambda m=m, x=inputs[n]: m.eval()(x)) for n, m in models.items()}
+        fns: dict[str, Callable[[], Any]] = {
+            n: functools.partial(m.eval(), inputs[n]) for n, m in models.items()
+        }
         times = time_alternating(fns, repeats, warmup=2)
     out = {}
     for name, ts in times.items():
