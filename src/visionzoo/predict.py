@@ -20,6 +20,7 @@ from visionzoo.data.decode import (
     decode,
     fit_square,
     open_image,
+    parse_background,
     to_pixels,
 )
 from visionzoo.data.loader import Preprocess
@@ -27,7 +28,7 @@ from visionzoo.errors import UserError
 
 
 def decode_rule(pre: Preprocess) -> DecodeRule:
-    return DecodeRule(pre.data_side, pre.in_channels, pre.fit, tuple(pre.background))
+    return DecodeRule(pre.data_side, pre.in_channels, pre.fit, parse_background(pre.background))
 
 
 def load_input(path: str | Path, config: dict) -> Tensor:

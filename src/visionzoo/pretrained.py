@@ -25,6 +25,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -121,7 +122,7 @@ def load_state_dict_file(path: str | Path) -> StateDict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(path)
+        state: Any = load_file(path)
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -258,7 +259,7 @@ def _timm_weights(model_name: str, ref: str) -> Weights:
     if cfg.hf_hub_id:
         path = _hf_file(cfg.hf_hub_id, WEIGHT_FILES, f"timm {ref}")
     else:
-        path = _hub_checkpoint(cfg.url, f"timm {ref}")
+        path = _hub_checkpoint(str(cfg.url), f"timm {ref}")
     crop = cfg.input_size[-1]
     preprocess = Preprocess(int(crop / (cfg.crop_pct or 1.0)), crop, tuple(cfg.mean),
                             tuple(cfg.std), cfg.interpolation or "bilinear")  # fmt: skip
@@ -333,7 +334,8 @@ def load_pretrained(model: nn.Module, spec: str | Weights) -> nn.Module:
     from visionzoo.models.base import FeatureExtractor
 
     target = model.model if isinstance(model, FeatureExtractor) else model
-    weights = spec if isinstance(spec, Weights) else fetch_weights(target.model_name, spec)
+    name = getattr(target, "model_name", None) or type(target).__name__
+    weights = spec if isinstance(spec, Weights) else fetch_weights(name, spec)
     sources = [weights.source] if weights.source else None
     port_detected(model, weights.state_dict, sources)
     target._pretrained_weights = (weights.spec, weights.preprocess)  # for pretrained_cfg

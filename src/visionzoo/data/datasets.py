@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from visionzoo.data.catalogue import ALIASES, CATALOGUE, DatasetSpec
+from visionzoo.data.decode import parse_background
 from visionzoo.data.folders import FolderOptions, decode_folder, warn_skipped
 from visionzoo.data.idx import DatasetError, read_idx
 from visionzoo.data.sources import default_cache, download, find_file, how_to_get, search_dirs
@@ -80,7 +81,7 @@ def load_dataset(
     else:  # pragma: no cover - catalogue entries are fixed
         raise DatasetError(f"no loader for format {spec.format!r}")
     if folder is not None:
-        spec = replace(spec, fit=folder.fit, background=tuple(folder.background))
+        spec = replace(spec, fit=folder.fit, background=parse_background(folder.background))
     return InMemoryDataset(images, labels, spec, split)
 
 
@@ -92,9 +93,11 @@ def _load_idx(spec: DatasetSpec, split: str, data_dir, download_ok: bool) -> tup
         if not download_ok:
             raise DatasetError(how_to_get(spec, dirs))
         dest = Path(data_dir) / spec.name if data_dir else default_cache() / spec.name
-        paths = download(spec, dest, (image_file, label_file))
-    images = read_idx(paths[0], expected_dims=3)
-    labels = read_idx(paths[1], expected_dims=1)
+        found = download(spec, dest, (image_file, label_file))
+    else:
+        found = [p for p in paths if p is not None]
+    images = read_idx(found[0], expected_dims=3)
+    labels = read_idx(found[1], expected_dims=1)
     if len(images) != len(labels):
         raise DatasetError(
             f"{paths[0]} holds {len(images):,} images but {paths[1]} {len(labels):,} labels"

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from visionzoo.data.augment import AugmentConfig, mix_batch
-from visionzoo.data.decode import DecodeRule, ImageDecodeError, decode
+from visionzoo.data.decode import DecodeRule, ImageDecodeError, decode, parse_background
 from visionzoo.data.folders import FolderOptions, list_folder
 from visionzoo.data.idx import DatasetError
 from visionzoo.data.loader import Preprocess
@@ -102,7 +102,7 @@ class FolderLoader:
         listing = list_folder(Path(root), split=False)
         rule = DecodeRule(
             preprocess.data_side, preprocess.in_channels, preprocess.fit,
-            tuple(preprocess.background),
+            parse_background(preprocess.background),
         )  # fmt: skip
         transform = folder_transform(preprocess, train, augment)
         self.dataset = FolderImages(listing.files, listing.labels, rule, transform)
@@ -188,6 +188,6 @@ def folder_spec(path: str | Path, options: FolderOptions | int | None = None):
         classes=classes, channels=3, size=side, mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225), train_size=0, test_size=0, format="imagefolder",
         hflip=True, crop_padding=max(1, side // 16), fit=options.fit,
-        background=tuple(options.background),
+        background=parse_background(options.background),
     )  # fmt: skip
     return spec, root / "train", test

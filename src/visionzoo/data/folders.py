@@ -125,7 +125,7 @@ def list_folder(root: Path, split: bool = True) -> FolderListing:
             f"imagefolder: {base} needs at least two class folders, found {len(classes)}"
         )
     files, labels = [], []
-    for folder in [root / "train", test] if pre_split else [root]:
+    for folder in [root / "train", test] if pre_split and test is not None else [root]:
         for label, c in enumerate(classes):
             found = _images_under(folder / c)
             files += found
@@ -236,7 +236,8 @@ def _scan_headers(listing: FolderListing, options: FolderOptions):
         )
     side = options.image_size or min(AUTO_MAX_SIDE, Counter(sizes).most_common(1)[0][0])
     channels = options.channels or (1 if all(grays) else 3)
-    return ok, DecodeRule(side, channels, options.fit, tuple(options.background)), skipped
+    rule = DecodeRule(side, channels, options.fit, parse_background(options.background))
+    return ok, rule, skipped
 
 
 def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: str):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from visionzoo.layers.attention import Attention, capture_attention
+from visionzoo.models.base import ImageClassifier
 
 MAX_CHANNELS = 16  # feature-map tiles per stage
 TILE_MIN = 40  # feature-map tiles are upscaled to at least this many pixels
@@ -200,7 +201,7 @@ def grad_cam(model: nn.Module, x: Tensor, target: int) -> dict[str, Any] | None:
         if a is None or g is None or min(a.shape[-2:]) < 2:
             continue
         return {"stage": info.name, "heat": _cam(a, g)}
-    return _grad_cam_features(model, x, target)
+    return _grad_cam_features(cast(ImageClassifier, model), x, target)
 
 
 def _cam(act: Tensor, grad: Tensor) -> Tensor:
@@ -208,13 +209,15 @@ def _cam(act: Tensor, grad: Tensor) -> Tensor:
     return _normalise(F.relu((weights[:, None, None] * act[0]).sum(0)))
 
 
-def _grad_cam_features(model: nn.Module, x: Tensor, target: int) -> dict[str, Any] | None:
+def _grad_cam_features(model: ImageClassifier, x: Tensor, target: int) -> dict[str, Any] | None:
     """Grad-CAM on the output of `forward_features`, for stages that hooks cannot see."""
     with torch.enable_grad():
         feats = model.forward_features(x.clone().requires_grad_(True))
         feats.retain_grad()
         model.forward_head(feats)[0, target].backward()
     model.zero_grad(set_to_none=True)
+    if feats.grad is None:
+        return None
     channels = int(getattr(model, "num_features", feats.shape[1]))
     a, g = to_map(feats.detach(), channels), to_map(feats.grad, channels)
     if a is None or g is None or min(a.shape[-2:]) < 2:
@@ -226,7 +229,7 @@ def attention_map(model: nn.Module, x: Tensor) -> dict[str, Any] | None:
     """The last attention layer's map over the patches: {"stage", "heat"}, or None."""
     if hasattr(model, "cls_attention"):
         with torch.no_grad():
-            att = model.cls_attention(x)  # (B, heads, h, w)
+            att = cast(Any, model).cls_attention(x)  # (B, heads, h, w)
         return {"stage": "class token attention, last block", "heat": _normalise(att[0].mean(0))}
     layers = [n for n, m in model.named_modules() if isinstance(m, Attention)]
     if not layers:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, fx, nn
@@ -216,7 +216,8 @@ def capture_inputs(model: nn.Module, x: Tensor, wanted: set[str]) -> dict[str, t
             handles.append(m.register_forward_pre_hook(pre))
     try:
         with torch.no_grad():
-            model.forward_head(model.forward_features(x))
+            clf = cast(Any, model)  # the visionzoo contract
+            clf.forward_head(clf.forward_features(x))
     finally:
         for h in handles:
             h.remove()

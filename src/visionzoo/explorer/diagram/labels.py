@@ -113,8 +113,9 @@ def module_kind_label(m: nn.Module, name: str = "") -> tuple[str, str]:
         p = m.patch_size
         dim = getattr(getattr(m, "proj", None), "out_channels", "")
         return "tokens", f"{name} {pair(p)} patches → {dim}-d tokens"
-    if "Merging" in name and isinstance(getattr(m, "reduction", None), nn.Linear):
-        out = m.reduction.out_features
+    reduction = getattr(m, "reduction", None)
+    if "Merging" in name and isinstance(reduction, nn.Linear):
+        out = reduction.out_features
         return "merge", f"{name}: 2×2 tokens → {out}-d, /2"
     if "Attention" in name or hasattr(m, "num_heads"):
         return "attention", _attention_label(m, name)

@@ -4,7 +4,7 @@ detail diagram per kind of block, the family's defining block first."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,7 @@ from visionzoo.explorer.diagram.families import annotate, captions, defining_blo
 from visionzoo.explorer.diagram.labels import Node
 from visionzoo.explorer.diagram.simplify import collapse_repeats, fold_decorations
 from visionzoo.explorer.diagram.svg import COLOURS, LEGEND, render_svg
+from visionzoo.models.base import ImageClassifier
 
 MAX_DETAILS = 8  # detail diagrams per model
 MAX_NODES = 160  # larger graphs are drawn as a module chain instead
@@ -93,7 +94,7 @@ def _details(model: nn.Module, x: Tensor, queue: list[str]) -> list[dict[str, An
     return blocks
 
 
-def model_diagram(model: nn.Module, x: Tensor) -> dict[str, Any]:
+def model_diagram(model: ImageClassifier, x: Tensor) -> dict[str, Any]:
     """{"svg", "traced", "legend", "defining", "blocks": [{"name", "instance", "svg",
     "traced", "defining"}]}.
 
@@ -132,7 +133,7 @@ def draw_model(name: str, device: str = "meta") -> dict[str, Any]:
     with torch.no_grad(), torch.device(device):
         model = create_model(name).eval()
         x = torch.randn(1, info.in_channels, size, size)
-        drawn = model_diagram(model, x)
+        drawn = model_diagram(cast(ImageClassifier, model), x)
     return {**drawn, "image_size": size, "device": device}
 
 
