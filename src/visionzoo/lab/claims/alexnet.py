@@ -73,7 +73,7 @@ def alexnet(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     target = TARGET_TRAIN_ERROR.get(ctx.dataset, 0.25)
     widths = ctx.pick((8, 8, 16), (32, 32, 64), (32, 32, 64))
-    base = sgd(ctx.pick(2, 10, 40), ctx.pick(512, 8_000, None), schedule="constant",
+    base = sgd(ctx.pick(2, 10, 40), ctx.pick(512, 5_000, None), schedule="constant",
                weight_decay=0.0, augment=False, nesterov=False)  # fmt: skip
     speed, lrs, grids = {}, {}, {}
     for act in ("relu", "tanh"):

@@ -57,10 +57,10 @@ def efficientnet(ctx: Context) -> ClaimResult:
     from visionzoo.models.efficientnet import ALPHA, BETA, GAMMA
 
     seeds = ctx.seed_list()
-    w0, d0, r0 = ctx.pick((0.25, 0.25, 16), (0.5, 0.5, 20), (1.0, 1.0, 32))
+    w0, d0, r0 = ctx.pick((0.25, 0.25, 16), (0.25, 0.25, 16), (1.0, 1.0, 32))
     recipe = dict(
-        epochs=ctx.pick(1, 12, 60),
-        train_subset=ctx.pick(256, 3_500, None),
+        epochs=ctx.pick(1, 8, 60),
+        train_subset=ctx.pick(256, 1_500, None),
         batch_size=128,
         optimizer="adamw",
         lr=2e-3,

@@ -98,7 +98,7 @@ def lenet(ctx: Context) -> ClaimResult:
     fashion = ctx.dataset if ctx.dataset not in ("mnist", "synthetic") else None
     if fashion:
         arms[fashion] = [
-            ctx.train("fashion", s, dataset=fashion, train_subset=ctx.pick(512, None, None),
+            ctx.train("fashion", s, dataset=fashion, train_subset=ctx.pick(512, 10_000, None),
                       **recipe) for s in seeds
         ]  # fmt: skip
         f_acc = accuracies(arms[fashion])

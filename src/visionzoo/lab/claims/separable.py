@@ -102,7 +102,7 @@ def separable(ctx: Context) -> ClaimResult:
     }
     seeds = ctx.seed_list()
     alpha_train = ctx.pick(0.25, 0.25, 1.0)
-    sub = ctx.pick(256, 10_000, None)
+    sub = ctx.pick(256, 6_000, None)
     recipe = sgd(ctx.pick(1, 10, 30), sub)
     arms = {}
     for standard in (False, True):

@@ -32,7 +32,7 @@ MARGIN = 0.005  # "no worse": within 0.5 pp, fixed before running
 def vgg(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     widths = ctx.pick((8, 16, 32), (16, 32, 64), (64, 128, 256))
-    recipe = sgd(ctx.pick(1, 10, 30), ctx.pick(256, 6_000, None))
+    recipe = sgd(ctx.pick(1, 10, 30), ctx.pick(256, 5_000, None))
     arms, params = {}, {}
     for kernel, label in (("stack", "two 3x3"), ("large", "one 5x5")):
         kw = {"kernel": kernel, "n": 2, "widths": widths}

@@ -41,7 +41,7 @@ def train_size(ctx: Context) -> int:
 )
 def vit(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
-    full = ctx.pick(1_000, 20_000, None)
+    full = ctx.pick(1_000, 8_000, None)
     n_full = full or train_size(ctx)
     small = max(100, n_full // 10)
     e_full = ctx.pick(1, 4, 100)
