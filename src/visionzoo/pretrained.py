@@ -25,7 +25,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -331,9 +331,9 @@ def fetch_weights(model_name: str, spec: str) -> Weights:
 
 def load_pretrained(model: nn.Module, spec: str | Weights) -> nn.Module:
     """Load the weights named by `spec` into `model` (built by `create_model`) and return it."""
-    from visionzoo.models.base import FeatureExtractor
+    from visionzoo.models.base import FeatureExtractor, ImageClassifier
 
-    target = model.model if isinstance(model, FeatureExtractor) else model
+    target = model.model if isinstance(model, FeatureExtractor) else cast(ImageClassifier, model)
     name = getattr(target, "model_name", None) or type(target).__name__
     weights = spec if isinstance(spec, Weights) else fetch_weights(name, spec)
     sources = [weights.source] if weights.source else None

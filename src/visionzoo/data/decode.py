@@ -199,7 +199,7 @@ def _luma(rgb: tuple[int, int, int]) -> float:
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
 
 
-def header_info(path: Path) -> tuple[tuple[int, int], bool]:
+def header_info(path: str | Path) -> tuple[tuple[int, int], bool]:
     """(width, height) and whether the image is grayscale, from the header alone."""
     with open_image(path) as im:
         gray = im.mode in GRAY_MODES or (

@@ -61,7 +61,7 @@ class FolderImages(Dataset):
     """The files of a class-folder tree, decoded one at a time; a failure is returned, not
     raised, so that the main process can name it in one line."""
 
-    def __init__(self, files: list[Path], labels: list[int], rule: DecodeRule, transform) -> None:
+    def __init__(self, files: list[str], labels: list[int], rule: DecodeRule, transform) -> None:
         self.files, self.labels, self.rule, self.transform = files, labels, rule, transform
 
     def __len__(self) -> int:

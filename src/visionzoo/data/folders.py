@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -276,7 +277,7 @@ def _build(listing: FolderListing, options: FolderOptions, cache: Path, stem: st
     if tmp is None:
         decoded.images = out[: shape[0]]
         return decoded
-    out.flush()
+    cast(np.memmap, out).flush()
     del out  # unmapped before the file is cut to the rows kept
     return _commit_cache(decoded, listing.root, tmp, cache, stem, shape)
 

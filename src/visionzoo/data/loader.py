@@ -25,6 +25,7 @@ from visionzoo.data.augment import (
     random_hflip,
 )
 from visionzoo.data.datasets import InMemoryDataset
+from visionzoo.data.decode import parse_background
 from visionzoo.errors import UserError
 
 
@@ -77,7 +78,7 @@ class Preprocess:
                 pad=int(d.get("pad", 0)),
                 data_size=None if d.get("data_size") is None else int(d["data_size"]),
                 fit=str(d.get("fit", "crop")),
-                background=tuple(int(v) for v in d.get("background", (0, 0, 0))),
+                background=parse_background(d.get("background")),
             )
         except (TypeError, ValueError) as err:
             raise UserError(f"{where}: a value has the wrong type ({err})") from None
