@@ -24,7 +24,7 @@ import torch
 
 from visionzoo.explorer.profiles import PROFILE_KEYS, PROFILES_PATH, dump_profiles, load_profiles
 from visionzoo.registry import create_model, list_models
-from visionzoo.runs import atomic_write_text
+from visionzoo.utils import atomic_write_text
 
 
 def _profile_one(name: str) -> dict[str, Any]:
