@@ -115,3 +115,32 @@ def test_headline_comes_from_the_one_primary_subclaim():
     assert result.verdict == REPRODUCED and result.to_json()["secondary"][0]["verdict"] == NOT
     with pytest.raises(ValueError):
         ClaimResult([worse], arms={}, recipe={}, scaled_down=[])
+
+
+def fake_runs(accs: list[float], rise: float = 0.0, n_test: int = 1000) -> list[dict]:
+    """Runs as `Context.train` returns them: final accuracy, a 6-epoch curve, correctness."""
+    runs = []
+    for seed, acc in enumerate(accs):
+        curve = [{"test_acc": acc - rise * (5 - e) / 5} for e in range(6)]
+        right = round(acc * n_test)
+        correct = [i < right for i in range(n_test)]
+        runs.append({"seed": seed, "final": {"test_acc": acc}, "curve": curve, "correct": correct})
+    return runs
+
+
+def test_compare_pairs_runs_by_seed_and_applies_the_gates():
+    from visionzoo.lab.claims.common import compare
+
+    new = fake_runs([0.905, 0.911, 0.907, 0.909, 0.912])
+    old = fake_runs([0.890, 0.893, 0.889, 0.894, 0.891])
+    sub = compare("new beats old", ("new", new), ("old", old), "greater", "synthetic")
+    acc = [[r["final"]["test_acc"] for r in runs] for runs in (new, old)]
+    seeds_only = paired(*acc)
+    assert sub.verdict == REPRODUCED and sub.seeds == 5
+    assert 0 < sub.lo < seeds_only.lo  # the test-set disagreements widen the interval
+    rising = fake_runs([0.905, 0.911, 0.907, 0.909, 0.912], rise=0.05)
+    sub = compare("new beats old", ("new", rising), ("old", old), "greater", "synthetic")
+    assert sub.verdict == INCONCLUSIVE and "new unconverged" in sub.reason
+    chance = fake_runs([0.10, 0.11, 0.09, 0.10, 0.10])
+    sub = compare("old beats chance", ("old", old), ("x", chance), "greater", "synthetic")
+    assert sub.verdict == INCONCLUSIVE and "x at chance" in sub.reason
