@@ -491,5 +491,6 @@ def intervals(ax, subclaims: list[Any]) -> None:
     ax.axvline(0, color="k", lw=0.6)
     ax.set_yticks(range(len(subclaims)), [("* " if s.primary else "") + s.name for s in subclaims])
     ax.tick_params(axis="y", labelsize=7)
-    ax.set_xlabel("effect (pp; * primary), 95% interval, dashed: margin")
+    units = {"pp" if s.unit == "pp" else s.unit or "log ratio" for s in subclaims}
+    ax.set_xlabel(f"effect ({', '.join(sorted(units))}; * primary), 95% interval, dashed: margin")
     ax.grid(axis="x", alpha=0.3)
