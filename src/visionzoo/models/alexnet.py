@@ -34,6 +34,7 @@ conv2, conv4, conv5 and the hidden fully connected layers, 0 elsewhere.
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +73,11 @@ class LocalResponseNorm(nn.Module):
 
 
 def _fc(in_features: int, out_features: int, dropout: float, dropout_first: bool) -> nn.Sequential:
-    layers = [("fc", nn.Linear(in_features, out_features)), ("act", nn.ReLU(inplace=True))]
-    drop = [("drop", nn.Dropout(dropout))]
+    layers: list[tuple[str, nn.Module]] = [
+        ("fc", nn.Linear(in_features, out_features)),
+        ("act", nn.ReLU(inplace=True)),
+    ]
+    drop: list[tuple[str, nn.Module]] = [("drop", nn.Dropout(dropout))]
     return nn.Sequential(OrderedDict(drop + layers if dropout_first else layers + drop))
 
 
@@ -107,16 +111,16 @@ class AlexNet(ImageClassifier):
         self.in_channels, self.image_size, self.small_input = in_channels, image_size, small_input
         w1, w2, w3, w4, w5 = widths
         k1, s1, p1 = (3, 1, 1) if small_input else (11, 4, conv1_padding)
-        conv = dict(norm_layer=None, bias=True)
-        self.conv1 = ConvNormAct(in_channels, w1, k1, s1, p1, **conv)
+        conv = partial(ConvNormAct, norm_layer=None, bias=True)
+        self.conv1 = conv(in_channels, w1, k1, s1, p1)
         self.norm1 = LocalResponseNorm(towers=towers) if lrn else nn.Identity()
         self.pool1 = nn.MaxPool2d(3, 2)  # overlapping pooling: 3x3 windows, stride 2
-        self.conv2 = ConvNormAct(w1, w2, 5, groups=towers, **conv)
+        self.conv2 = conv(w1, w2, 5, groups=towers)
         self.norm2 = LocalResponseNorm(towers=towers) if lrn else nn.Identity()
         self.pool2 = nn.MaxPool2d(3, 2)
-        self.conv3 = ConvNormAct(w2, w3, 3, **conv)  # sees both towers
-        self.conv4 = ConvNormAct(w3, w4, 3, groups=towers, **conv)
-        self.conv5 = ConvNormAct(w4, w5, 3, groups=towers, **conv)
+        self.conv3 = conv(w2, w3, 3)  # sees both towers
+        self.conv4 = conv(w3, w4, 3, groups=towers)
+        self.conv5 = conv(w4, w5, 3, groups=towers)
         self.pool5 = nn.MaxPool2d(3, 2)
         self.min_image_size = next(s for s in range(1, 512) if _pool5_side(s, k1, s1, p1) >= 1)
         self.pooled_size = 1 if small_input else 6
@@ -155,9 +159,10 @@ class AlexNet(ImageClassifier):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-        for layer in (self.conv2.conv, self.conv4.conv, self.conv5.conv, self.fc6.fc, self.fc7.fc):
-            nn.init.ones_(layer.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for layer in ("conv2.conv", "conv4.conv", "conv5.conv", "fc6.fc", "fc7.fc"):
+            nn.init.ones_(self.get_parameter(f"{layer}.bias"))
 
 
 _SMALL = "conv1 becomes 3x3 stride 1 (was 11x11 stride 4); fc6 reads globally pooled features"

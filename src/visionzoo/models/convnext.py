@@ -147,7 +147,8 @@ class ConvNeXt(ImageClassifier):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))  # (B, 3, H, W) -> (B, C, H/32, W/32)

@@ -252,8 +252,8 @@ class CSWinTransformer(ImageClassifier):
                 nn.init.zeros_(m.bias)
 
     def embed(self, x: Tensor) -> Tensor:
-        x = self.stem.conv(x).permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H/4, W/4, C)
-        return self.stem.norm(x)
+        conv, norm = self.stem.children()
+        return norm(conv(x).permute(0, 2, 3, 1))  # (B, C, H, W) -> (B, H/4, W/4, C)
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.embed(x)

@@ -137,8 +137,10 @@ class DenseNet(ImageClassifier):
         self.small_input = small_input or stem == "cifar"
         # Step 1: the stem.
         if stem == "cifar":
-            plain_conv = dict(bias=False, norm_layer=None, act_layer=None)  # BN comes next
-            self.stem = ConvNormAct(in_channels, stem_width, 3, **plain_conv)
+            # a plain convolution: BN comes next, in the first dense layer
+            self.stem = ConvNormAct(
+                in_channels, stem_width, 3, bias=False, norm_layer=None, act_layer=None
+            )
         else:
             k, s = (3, 1) if small_input else (7, 2)
             self.stem = ConvNormAct(in_channels, stem_width, k, s)

@@ -245,7 +245,8 @@ VARIANTS = {  # published (w, d, r, dropout) of the reference code
     "b6": Scaling(1.8, 2.6, 528, 0.5),
     "b7": Scaling(2.0, 3.1, 600, 0.5),
 }
-_TF_BN = dict(bn_eps=1e-3, bn_momentum=0.01)  # torchvision's B5-B7 (and the paper's code)
+# torchvision's B5-B7 (and the paper's code) use TensorFlow's BatchNorm settings
+_tf_bn = partial(EfficientNet, bn_eps=1e-3, bn_momentum=0.01)
 _SMALL = "stride-1 stem and first MBConv6 stage (24 ch) at stride 1: total stride 8, not 32"
 
 
@@ -289,17 +290,17 @@ def efficientnet_b4(**kwargs) -> EfficientNet:
 
 @_register("b5", 30_389_784)
 def efficientnet_b5(**kwargs) -> EfficientNet:
-    return EfficientNet(VARIANTS["b5"], **_TF_BN, **kwargs)
+    return _tf_bn(VARIANTS["b5"], **kwargs)
 
 
 @_register("b6", 43_040_704)
 def efficientnet_b6(**kwargs) -> EfficientNet:
-    return EfficientNet(VARIANTS["b6"], **_TF_BN, **kwargs)
+    return _tf_bn(VARIANTS["b6"], **kwargs)
 
 
 @_register("b7", 66_347_960)
 def efficientnet_b7(**kwargs) -> EfficientNet:
-    return EfficientNet(VARIANTS["b7"], **_TF_BN, **kwargs)
+    return _tf_bn(VARIANTS["b7"], **kwargs)
 
 
 assert math.isclose(ALPHA * BETA**2 * GAMMA**2, 2.0, rel_tol=0.05)  # the FLOPS constraint

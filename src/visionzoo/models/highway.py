@@ -149,10 +149,11 @@ class HighwayNet(ImageClassifier):
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         for m in self.modules():
             if isinstance(m, HighwayLayer):
-                nn.init.constant_(m.gate.bias, gate_bias)
+                nn.init.constant_(m.gate.get_parameter("bias"), gate_bias)
 
     def input_contract(self) -> InputContract:
         why = "its layers flatten the image"

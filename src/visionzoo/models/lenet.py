@@ -82,6 +82,8 @@ class PartialConv2d(nn.Module):
     Only the connected kernels are parameters (60 of the 96), so the count is the paper's.
     """
 
+    index: Tensor  # buffer: where each connected kernel sits in the full weight
+
     def __init__(self, table: tuple[tuple[int, ...], ...], in_channels: int, kernel_size: int):
         super().__init__()
         pairs = [(j, i) for j, inputs in enumerate(table) for i in inputs]
@@ -109,6 +111,8 @@ class PartialConv2d(nn.Module):
 
 class RBFOutput(nn.Module):
     """Euclidean RBF units: logit_i = -||x - c_i||^2 with fixed +-1 centres c_i."""
+
+    centres: Tensor  # (num_classes, in_features) buffer
 
     def __init__(self, in_features: int, num_classes: int, seed: int = 1998) -> None:
         super().__init__()
@@ -172,7 +176,8 @@ class LeNet5(ImageClassifier):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 bound = 2.4 / (m.weight[0].numel())
                 nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.uniform_(m.bias, -bound, bound)
+                if m.bias is not None:
+                    nn.init.uniform_(m.bias, -bound, bound)
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         """Own loop: the levels are the named layers c1-c5, not stages."""

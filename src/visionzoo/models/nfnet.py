@@ -104,7 +104,8 @@ class ScaledStdConv2d(nn.Conv2d):
         self.gain = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
         self.eps = eps
         nn.init.kaiming_normal_(self.weight, mode="fan_in", nonlinearity="linear")
-        nn.init.zeros_(self.bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def standardized_weight(self) -> Tensor:
         fan_in = self.weight[0].numel()
@@ -236,8 +237,8 @@ class NFNet(ImageClassifier):
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)
         if num_classes > 0:  # DeepMind's head init: N(0, 0.01) weights, zero bias
-            nn.init.normal_(self.classifier.weight, 0.0, 0.01)
-            nn.init.zeros_(self.classifier.bias)
+            nn.init.normal_(self.classifier.get_parameter("weight"), 0.0, 0.01)
+            nn.init.zeros_(self.classifier.get_parameter("bias"))
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stages(self.stem(x))  # (B, 3, H, W) -> (B, 1536, H/32, W/32)

@@ -194,7 +194,7 @@ class ResNet(ImageClassifier):
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     last = m.conv2 if isinstance(m, BasicBlock) else m.conv3
-                    nn.init.zeros_(last.norm.weight)
+                    nn.init.zeros_(last.get_parameter("norm.weight"))
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem_pool(self.stem(x)))  # (B, C, H/32, W/32)

@@ -116,6 +116,8 @@ def add_shift_mask(attn: Tensor, Hp: int, Wp: int, ws: int, shift_size: int) -> 
 class ShiftedWindowAttention(nn.Module):
     """(S)W-MSA: multi-head attention within M x M windows, plus relative position bias."""
 
+    relative_position_index: Tensor  # (N*N,) buffer
+
     def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int) -> None:
         super().__init__()
         self.num_heads, self.window_size, self.shift_size = num_heads, window_size, shift_size
@@ -276,8 +278,8 @@ class SwinTransformer(ImageClassifier):
                     nn.init.zeros_(m.bias)
 
     def embed(self, x: Tensor) -> Tensor:
-        x = self.patch_embed.proj(x).permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H/p, W/p, C)
-        return self.patch_embed.norm(x)
+        proj, norm = self.patch_embed.children()
+        return norm(proj(x).permute(0, 2, 3, 1))  # (B, C, H, W) -> (B, H/p, W/p, C)
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.embed(x)

@@ -130,9 +130,9 @@ class HybridEmbed(nn.Module):
         self.proj = nn.Conv2d(channels, embed_dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.backbone.stem(x)  # (B, C, H, W) -> (B, 64, H/4, W/4)
-        for stage in self.backbone.stages:
-            x = stage.blocks(x)  # ... -> (B, 1024, H/16, W/16)
+        x = self.backbone.get_submodule("stem")(x)  # (B, C, H, W) -> (B, 64, H/4, W/4)
+        for stage in self.backbone.get_submodule("stages").children():
+            x = stage.get_submodule("blocks")(x)  # ... -> (B, 1024, H/16, W/16)
         x = self.proj(x)  # -> (B, D, H/16, W/16)
         return x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D)
 
