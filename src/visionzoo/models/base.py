@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.fx
@@ -165,6 +165,7 @@ class ImageClassifier(nn.Module):
     num_features: int
     in_channels: int
     image_size: int
+    classifier: nn.Module
     min_image_size: int = 1
     small_input: bool = False  # True when built in the small-input (28x28, 32x32) mode
     supports_small_input: bool = False  # whether the family offers that mode
@@ -195,13 +196,13 @@ class ImageClassifier(nn.Module):
         keep = {info.name for info in self.feature_info}
         out = []
         if hasattr(self, "embed"):
-            x = self.embed(x)
+            x = cast(Callable[[Tensor], Tensor], self.embed)(x)
         elif hasattr(self, "stem"):
-            x = self.stem(x)
+            x = self.get_submodule("stem")(x)
             if "stem" in keep:
                 out.append(x)
-            x = self.stem_pool(x) if hasattr(self, "stem_pool") else x
-        for i, stage in enumerate(self.stages):
+            x = self.get_submodule("stem_pool")(x) if hasattr(self, "stem_pool") else x
+        for i, stage in enumerate(self.get_submodule("stages").children()):
             x = stage(x)
             if f"stages.{i}" in keep:
                 out.append(x.permute(0, 3, 1, 2) if self.stage_layout == "NHWC" else x)
