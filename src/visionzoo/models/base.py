@@ -174,6 +174,9 @@ class ImageClassifier(nn.Module):
     # How create_model built it, so a run can rebuild it from its config.json
     model_name: str | None = None  # the registry name (None when built without the registry)
     model_kwargs: Mapping[str, Any] = MappingProxyType({})  # the builder's keyword arguments
+    # What load_pretrained loaded (spec, its Preprocess), and a pretrained_cfg set by hand
+    _pretrained_weights: tuple[str, Any] | None = None
+    _pretrained_cfg_set: dict[str, Any] | None = None
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -214,11 +217,11 @@ class ImageClassifier(nn.Module):
     def pretrained_cfg(self) -> dict:
         """timm's `pretrained_cfg`: input size, mean, std, interpolation, crop_pct, classes,
         from the weights loaded by `load_pretrained` (their preprocessing) or the model."""
-        if getattr(self, "_pretrained_cfg_set", None) is not None:
+        if self._pretrained_cfg_set is not None:
             return self._pretrained_cfg_set
         from visionzoo.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
-        weights = getattr(self, "_pretrained_weights", None)  # (spec, Preprocess | None)
+        weights = self._pretrained_weights  # (spec, Preprocess | None)
         spec, pre = weights if weights else (None, None)
         channels = self.in_channels
         size = (pre.crop or pre.resize) if pre else self.image_size
