@@ -230,3 +230,36 @@ def test_real_mnist_subset_offline():
     assert len(test) == 10_000
     for remote in get_spec("mnist").files["test"]:
         assert is_official(SHARED_MNIST / remote.name, remote)
+
+
+def test_one_dataset_never_stands_in_for_another_of_the_same_file_names(tmp_path, monkeypatch):
+    """MNIST and Fashion-MNIST share every file name: a folder of one must not load as the
+    other (it did: the lab's 'MNIST' LeNet run read Fashion-MNIST from --data-dir)."""
+    folder = make_idx_dataset(tmp_path / "fashion")
+    names = {s: [f.name for f in CATALOGUE["fashion-mnist"].files[s]] for s in ("train", "test")}
+    # Make these files Fashion-MNIST's published ones: by the raw MD5 (train) and by the
+    # decompressed content's MD5, as a repackaged copy matches (test).
+    files = {
+        "train": tuple(
+            RemoteFile(n, hashlib.md5((folder / n).read_bytes()).hexdigest())
+            for n in names["train"]
+        ),
+        "test": tuple(
+            RemoteFile(
+                n, "0" * 32, hashlib.md5(gzip.decompress((folder / n).read_bytes())).hexdigest()
+            )
+            for n in names["test"]
+        ),
+    }
+    monkeypatch.setitem(
+        CATALOGUE, "fashion-mnist", replace(CATALOGUE["fashion-mnist"], files=files)
+    )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("VISIONZOO_DATA", raising=False)
+    monkeypatch.setitem(CATALOGUE, "mnist", replace(CATALOGUE["mnist"], system_dirs=()))
+    for split in ("train", "test"):
+        with pytest.raises(DatasetError, match="is fashion-mnist's file of that name, not mnist's"):
+            load_dataset("mnist", split, folder)
+        assert len(load_dataset("fashion-mnist", split, folder).labels) in (50, 20)
+    make_idx_dataset(tmp_path / "digits", n_train=30)  # other bytes: loads as MNIST
+    assert len(load_dataset("mnist", "train", tmp_path / "digits").labels) == 30

@@ -88,7 +88,7 @@ def load_dataset(
 def _load_idx(spec: DatasetSpec, split: str, data_dir, download_ok: bool) -> tuple[Tensor, Tensor]:
     image_file, label_file = spec.files[split]
     dirs = search_dirs(spec, data_dir)
-    paths = [find_file(f.name, dirs) for f in (image_file, label_file)]
+    paths = [find_file(f.name, dirs, spec) for f in (image_file, label_file)]
     if None in paths:
         if not download_ok:
             raise DatasetError(how_to_get(spec, dirs))

@@ -36,13 +36,42 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "visionzoo"
 
 
-def find_file(name: str, dirs: Iterable[Path]) -> Path | None:
-    """The first existing copy of `name` (also accepted without its .gz suffix)."""
+def find_file(name: str, dirs: Iterable[Path], spec: DatasetSpec | None = None) -> Path | None:
+    """The first existing copy of `name` (also accepted without its .gz suffix). With `spec`,
+    a copy that is another catalogued dataset's published file of the same name (MNIST and
+    Fashion-MNIST share every file name) is passed over, so one never stands in for the other."""
     candidates = [name, name.removesuffix(".gz")] if name.endswith(".gz") else [name]
     for d in dirs:
         for c in candidates:
-            if (d / c).is_file():
+            if (d / c).is_file() and not (spec and other_dataset(d / c, spec)):
                 return d / c
+    return None
+
+
+def other_dataset(path: Path, spec: DatasetSpec) -> str | None:
+    """The name of another catalogued dataset whose published file `path` is (by MD5)."""
+    from visionzoo.data.catalogue import CATALOGUE
+
+    others = {
+        md5: other.name
+        for other in CATALOGUE.values()
+        if other.name != spec.name
+        for files in other.files.values()
+        for f in files
+        if f.name.removesuffix(".gz") == path.name.removesuffix(".gz")
+        for md5 in (f.md5, f.payload_md5)
+        if md5
+    }
+    if not others:
+        return None
+    data = path.read_bytes()
+    if md5_of(data) in others:
+        return others[md5_of(data)]
+    if path.suffix == ".gz":  # a repackaged copy (Debian's) matches by its content
+        try:
+            return others.get(md5_of(gzip.decompress(data)))
+        except (OSError, EOFError):
+            return None
     return None
 
 
@@ -108,4 +137,11 @@ def how_to_get(spec: DatasetSpec, dirs: list[Path]) -> str:
         )
     else:
         how = f"visionzoo data {spec.name} --download (needs the network), or --data-dir DIR"
+    wrong = next(
+        (d / f.name for d in dirs for files in spec.files.values() for f in files
+         if (d / f.name).is_file() and other_dataset(d / f.name, spec)),
+        None,
+    )  # fmt: skip
+    if wrong is not None:
+        hint += f"; {wrong} is {other_dataset(wrong, spec)}'s file of that name, not {spec.name}'s"
     return f"{spec.name} files not found ({hint}); {how}"

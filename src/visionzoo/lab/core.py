@@ -124,7 +124,7 @@ def dataset_files(name: str, data_dir: str | None) -> dict[str, str]:
     paths: list[Path] = []
     if spec.format == "idx":
         names = [f.name for files in spec.files.values() for f in files]
-        paths = [p for p in (find_file(n, dirs) for n in names) if p is not None]
+        paths = [p for p in (find_file(n, dirs, spec) for n in names) if p is not None]
     elif spec.format == "cifar-bin":
         folder = next((d / "cifar-10-batches-bin" for d in dirs if d.joinpath(
             "cifar-10-batches-bin").is_dir()), None)  # fmt: skip
