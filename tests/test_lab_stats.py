@@ -144,3 +144,15 @@ def test_compare_pairs_runs_by_seed_and_applies_the_gates():
     chance = fake_runs([0.10, 0.11, 0.09, 0.10, 0.10])
     sub = compare("old beats chance", ("old", old), ("x", chance), "greater", "synthetic")
     assert sub.verdict == INCONCLUSIVE and "x at chance" in sub.reason
+
+
+def test_a_log_ratio_margin_is_named_in_its_own_unit():
+    from visionzoo.lab.stats import Interval
+    from visionzoo.lab.verdict import SubClaim
+
+    iv = Interval(effect=-0.41, lo=-0.55, hi=-0.26, n=5, se_seed=0.05)
+    sub = SubClaim.judge("ratio", iv, "greater", margin=math.log(3), primary=True, unit="")
+    assert sub.verdict == "not reproduced"
+    assert sub.reason == "the interval lies below 1.10", sub.reason
+    pp = SubClaim.judge("gap", iv, "greater", margin=0.01, primary=True)
+    assert pp.reason == "the interval lies below 1.00 pp", pp.reason

@@ -31,7 +31,7 @@ PLATEAU_EPOCHS = 3  # an arm is unconverged if its test accuracy rose by more th
 PLATEAU_RISE = 0.005  # 0.5 pp over its last 3 epochs
 
 
-def decide(rule: Rule, iv: Interval, margin: float = 0.0) -> tuple[str, str]:
+def decide(rule: Rule, iv: Interval, margin: float = 0.0, unit: str = "pp") -> tuple[str, str]:
     """The verdict of one measured effect, and the reason in words.
 
     greater: reproduced when the interval lies above 0 and the effect is at least `margin`;
@@ -44,12 +44,12 @@ def decide(rule: Rule, iv: Interval, margin: float = 0.0) -> tuple[str, str]:
         if iv.lo > 0 and iv.effect >= margin:
             return REPRODUCED, "the interval lies above 0"
         if iv.hi < margin:
-            return NOT, f"the interval lies below {margin_text(margin)}"
+            return NOT, f"the interval lies below {margin_text(margin, unit)}"
     elif rule == "no_worse":
         if iv.lo > -margin:
-            return REPRODUCED, f"the interval lies above -{margin_text(margin)}"
+            return REPRODUCED, f"the interval lies above -{margin_text(margin, unit)}"
         if iv.hi < -margin:
-            return NOT, f"the interval lies below -{margin_text(margin)}"
+            return NOT, f"the interval lies below -{margin_text(margin, unit)}"
     elif rule == "at_least":
         if iv.lo > 0:
             return REPRODUCED, "the interval lies above the target"
@@ -60,8 +60,9 @@ def decide(rule: Rule, iv: Interval, margin: float = 0.0) -> tuple[str, str]:
     return INCONCLUSIVE, "the interval is too wide to tell"
 
 
-def margin_text(margin: float) -> str:
-    return f"{100 * margin:.2f} pp"
+def margin_text(margin: float, unit: str = "pp") -> str:
+    """The margin in the effect's unit: percentage points, or as is (a log ratio)."""
+    return f"{100 * margin:.2f} pp" if unit == "pp" else f"{margin:.2f}{unit}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class SubClaim:
     ) -> SubClaim:
         """Decide `iv` by `rule`; any failed gate in `flags` (None: passed) overrides it."""
         failed = [f for f in flags if f]
-        verdict, reason = decide(rule, iv, margin)
+        verdict, reason = decide(rule, iv, margin, unit)
         if failed:
             verdict, reason = INCONCLUSIVE, "; ".join(failed)
         return cls(
