@@ -261,5 +261,12 @@ def test_one_dataset_never_stands_in_for_another_of_the_same_file_names(tmp_path
         with pytest.raises(DatasetError, match="is fashion-mnist's file of that name, not mnist's"):
             load_dataset("mnist", split, folder)
         assert len(load_dataset("fashion-mnist", split, folder).labels) in (50, 20)
-    make_idx_dataset(tmp_path / "digits", n_train=30)  # other bytes: loads as MNIST
+    # A folder where only the test files are the other dataset's is passed over for every
+    # split, so a training set never mixes with another dataset's test set.
+    mixed = make_idx_dataset(tmp_path / "mixed", n_train=30)
+    for n in names["test"]:
+        (mixed / n).write_bytes((folder / n).read_bytes())
+    with pytest.raises(DatasetError, match="fashion-mnist's file of that name"):
+        load_dataset("mnist", "train", mixed)
+    make_idx_dataset(tmp_path / "digits", n_train=30, n_test=21)  # other bytes: MNIST
     assert len(load_dataset("mnist", "train", tmp_path / "digits").labels) == 30

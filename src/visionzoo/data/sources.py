@@ -8,6 +8,7 @@ writable folder, are checked against the published MD5 and renamed into place on
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -38,18 +39,27 @@ def default_cache() -> Path:
 
 def find_file(name: str, dirs: Iterable[Path], spec: DatasetSpec | None = None) -> Path | None:
     """The first existing copy of `name` (also accepted without its .gz suffix). With `spec`,
-    a copy that is another catalogued dataset's published file of the same name (MNIST and
-    Fashion-MNIST share every file name) is passed over, so one never stands in for the other."""
+    a folder holding another catalogued dataset's published file under one of `spec`'s file
+    names (MNIST and Fashion-MNIST share every name) is passed over, so one dataset's files
+    never stand in for the other's, nor mix with them."""
     candidates = [name, name.removesuffix(".gz")] if name.endswith(".gz") else [name]
     for d in dirs:
         for c in candidates:
-            if (d / c).is_file() and not (spec and other_dataset(d / c, spec)):
+            if (d / c).is_file() and not (spec and foreign_file(d, spec)):
                 return d / c
     return None
 
 
+def foreign_file(folder: Path, spec: DatasetSpec) -> Path | None:
+    """A file in `folder` named as one of `spec`'s that is another dataset's published file."""
+    names = {f.name for files in spec.files.values() for f in files}
+    paths = [folder / c for n in names for c in (n, n.removesuffix(".gz"))]
+    return next((p for p in paths if p.is_file() and other_dataset(p, spec)), None)
+
+
 def other_dataset(path: Path, spec: DatasetSpec) -> str | None:
-    """The name of another catalogued dataset whose published file `path` is (by MD5)."""
+    """The name of another catalogued dataset whose published file `path` is: by its MD5, or
+    for a repackaged .gz (Debian's) by its content's."""
     from visionzoo.data.catalogue import CATALOGUE
 
     others = {
@@ -64,14 +74,22 @@ def other_dataset(path: Path, spec: DatasetSpec) -> str | None:
     }
     if not others:
         return None
+    stat = path.stat()
+    return next(
+        (others[d] for d in _digests(path, stat.st_size, stat.st_mtime_ns) if d in others), None
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _digests(path: Path, size: int, mtime_ns: int) -> tuple[str, ...]:
+    """MD5 of the file, and of its decompressed content for a .gz (cached per version)."""
     data = path.read_bytes()
-    if md5_of(data) in others:
-        return others[md5_of(data)]
-    if path.suffix == ".gz":  # a repackaged copy (Debian's) matches by its content
-        try:
-            return others.get(md5_of(gzip.decompress(data)))
-        except (OSError, EOFError):
-            return None
+    if path.suffix != ".gz":
+        return (md5_of(data),)
+    try:
+        return md5_of(data), md5_of(gzip.decompress(data))
+    except (OSError, EOFError):
+        return (md5_of(data),)
     return None
 
 
@@ -137,11 +155,7 @@ def how_to_get(spec: DatasetSpec, dirs: list[Path]) -> str:
         )
     else:
         how = f"visionzoo data {spec.name} --download (needs the network), or --data-dir DIR"
-    wrong = next(
-        (d / f.name for d in dirs for files in spec.files.values() for f in files
-         if (d / f.name).is_file() and other_dataset(d / f.name, spec)),
-        None,
-    )  # fmt: skip
+    wrong = next((p for p in (foreign_file(d, spec) for d in dirs) if p), None)
     if wrong is not None:
         hint += f"; {wrong} is {other_dataset(wrong, spec)}'s file of that name, not {spec.name}'s"
     return f"{spec.name} files not found ({hint}); {how}"
