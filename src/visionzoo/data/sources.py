@@ -58,39 +58,21 @@ def foreign_file(folder: Path, spec: DatasetSpec) -> Path | None:
 
 
 def other_dataset(path: Path, spec: DatasetSpec) -> str | None:
-    """The name of another catalogued dataset whose published file `path` is: by its MD5, or
-    for a repackaged .gz (Debian's) by its content's."""
+    """The name of another catalogued dataset whose published file `path` is."""
     from visionzoo.data.catalogue import CATALOGUE
 
-    others = {
-        md5: other.name
-        for other in CATALOGUE.values()
-        if other.name != spec.name
-        for files in other.files.values()
-        for f in files
-        if f.name.removesuffix(".gz") == path.name.removesuffix(".gz")
-        for md5 in (f.md5, f.payload_md5)
-        if md5
-    }
-    if not others:
-        return None
-    stat = path.stat()
+    stem = path.name.removesuffix(".gz")
     return next(
-        (others[d] for d in _digests(path, stat.st_size, stat.st_mtime_ns) if d in others), None
+        (
+            other.name
+            for other in CATALOGUE.values()
+            if other.name != spec.name
+            for files in other.files.values()
+            for f in files
+            if f.name.removesuffix(".gz") == stem and is_official(path, f)
+        ),
+        None,
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _digests(path: Path, size: int, mtime_ns: int) -> tuple[str, ...]:
-    """MD5 of the file, and of its decompressed content for a .gz (cached per version)."""
-    data = path.read_bytes()
-    if path.suffix != ".gz":
-        return (md5_of(data),)
-    try:
-        return md5_of(data), md5_of(gzip.decompress(data))
-    except (OSError, EOFError):
-        return (md5_of(data),)
-    return None
 
 
 def md5_of(data: bytes) -> str:
@@ -99,16 +81,20 @@ def md5_of(data: bytes) -> str:
 
 def is_official(path: Path, remote: RemoteFile) -> bool:
     """True when the file is the published one, compressed or not (repackaged copies too)."""
+    stat = path.stat()
+    raw, payload = _digests(path, stat.st_size, stat.st_mtime_ns)
+    return raw == remote.md5 or (remote.payload_md5 is not None and payload == remote.payload_md5)
+
+
+@functools.lru_cache(maxsize=64)
+def _digests(path: Path, size: int, mtime_ns: int) -> tuple[str, str | None]:
+    """MD5 of the file and of its content (decompressed when gzip), cached per file version."""
     raw = path.read_bytes()
-    if md5_of(raw) == remote.md5:
-        return True
-    if remote.payload_md5 is None:
-        return False
     try:
         payload = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
     except (OSError, EOFError):
-        return False
-    return md5_of(payload) == remote.payload_md5
+        return md5_of(raw), None
+    return md5_of(raw), md5_of(payload)
 
 
 def download(spec: DatasetSpec, dest: Path, files: Iterable[RemoteFile]) -> list[Path]:
