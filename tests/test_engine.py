@@ -230,6 +230,38 @@ def test_nan_between_reads_names_its_exact_step_and_saves_nothing_after_it(
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+def test_the_final_evaluation_reuses_the_last_epochs_and_reports_each_image(
+    tmp_path, monkeypatch
+):
+    import visionzoo.engine.train as train_mod
+    from safetensors.torch import load_file as load
+
+    calls = []
+    real = train_mod.evaluate
+    monkeypatch.setattr(fit_mod, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    metrics = fit(TrainConfig(**QUICK), tmp_path / "run", quiet=True, with_correct=True)
+    assert len(calls) == 2  # one per epoch; the final weights are the last epoch's
+    run = load_run(tmp_path / "run")
+    assert metrics["test_acc"] == run.metrics[-1]["test_acc"]
+    assert "test_correct" not in run.config["final_metrics"]
+    correct = metrics["test_correct"]
+    assert sum(correct) / len(correct) == pytest.approx(metrics["test_acc"])
+    # the saved weights, evaluated afresh, classify the same images right
+    from visionzoo.data import DeviceLoader, get_spec, load_dataset
+
+    net, pre = train_mod.build_model_for(TrainConfig(**QUICK), get_spec("synthetic"), None)
+    net.load_state_dict(load(tmp_path / "run/model.safetensors"))
+    test = load_dataset("synthetic", "test")
+    again = real(net, DeviceLoader(test, 1000, pre, "cpu"), 10)["correct"].tolist()
+    assert again == correct
+    # with EMA the final weights are the EMA's: still one evaluation of them per epoch
+    del calls[:]
+    ema = fit(TrainConfig(**QUICK, ema_decay=0.9), tmp_path / "ema", quiet=True)
+    assert len(calls) == 4 and ema["test_acc"] == load_run(tmp_path / "ema").metrics[-1][
+        "ema_test_acc"
+    ]
+
+
 def test_fit_takes_a_model_or_a_builder_and_a_stop_rule(tmp_path):
     from torch import nn
 

@@ -286,6 +286,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     loader = DeviceLoader(data, args.batch_size, pre)
     result = evaluate(run.model, loader, data.spec.num_classes)
+    del result["correct"]  # per image: not part of the report
     result["dataset"], result["run"] = name, str(args.run)
     if args.json:
         print(json.dumps(result))

@@ -87,12 +87,15 @@ def fit(
     quiet: bool = False,
     model: ModelSource = None,
     stop: Callable[[dict[str, Any]], bool] | None = None,
+    with_correct: bool = False,
 ) -> dict[str, Any]:
     """Train `cfg.model` on `cfg.dataset` into the run folder `out`; returns the final metrics.
 
     `model` replaces the registry's `cfg.model`: a module, or a builder called like a registered
     one (num_classes, in_channels, image_size, **cfg.model_kwargs); `cfg.model` still names the
     run. `stop(record)`, called after each epoch, ends the run early when it returns True.
+    `with_correct` adds "test_correct" to the result: whether the final weights classify each
+    test image right, in the test set's order (not written to the run folder).
     A new run is built beside `out` and replaces it at its first checkpoint (see RunWriter):
     a failure before then leaves `out` as it was.
     """
@@ -107,7 +110,7 @@ def fit(
                     record = train_epoch(session)
                     if stop is not None and stop(record):
                         break
-            return finish(session)
+            return finish(session, with_correct)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(run.interrupted()) from None
         except TrainingDiverged as err:
@@ -137,6 +140,7 @@ class Session:
     wall_start: float
     train_seconds: float = 0.0
     last: dict[str, Any] = field(default_factory=dict)
+    last_eval: tuple[int, dict[str, Any]] | None = None  # (step, evaluation of the final weights)
     writer: Any = None
     tensorboard_opened: bool = False
 
@@ -314,6 +318,8 @@ def _epoch_record(s: Session, train_metrics: dict, seen: float, elapsed: float) 
     if s.state.ema is not None:
         ema_test = evaluate(s.state.ema.module, s.test_loader, s.spec.num_classes, s.autocast, cl)
         record.update(ema_test_loss=ema_test["loss"], ema_test_acc=ema_test["top1"])
+    # the weights `finish` evaluates, unless training goes on: it reuses this evaluation then
+    s.last_eval = (s.state.step, test if s.state.ema is None else ema_test)
     return record
 
 
@@ -356,14 +362,18 @@ def _epoch_line(record: dict[str, Any], epochs: int, elapsed: float) -> str:
     )
 
 
-def finish(s: Session) -> dict[str, Any]:
-    """Evaluate the final weights, write them and the finished config; returns final metrics."""
+def finish(s: Session, with_correct: bool = False) -> dict[str, Any]:
+    """Evaluate the final weights (the last epoch's evaluation when no step came after it),
+    write them and the finished config; returns final metrics."""
     if s.writer is not None:
         s.writer.close()
     ema = s.state.ema
     final_model = ema.module if ema is not None else s.model
     cl = channels_last(s.cfg, s.device)
-    final = evaluate(final_model, s.test_loader, s.spec.num_classes, s.autocast, cl)
+    if s.last_eval is not None and s.last_eval[0] == s.state.step:
+        final = s.last_eval[1]
+    else:
+        final = evaluate(final_model, s.test_loader, s.spec.num_classes, s.autocast, cl)
     final_metrics = {
         "test_acc": final["top1"],
         "test_top5": final["top5"],
@@ -387,6 +397,8 @@ def finish(s: Session) -> dict[str, Any]:
             atomic_write_json(s.run.path / CONFIG, config)
     dist.barrier()
     dist.teardown()
+    if with_correct:
+        final_metrics["test_correct"] = final["correct"].tolist()
     return final_metrics
 
 

@@ -62,13 +62,15 @@ def evaluate(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Loss, top-1, top-5 and the confusion matrix over the loader's data."""
+    """Loss, top-1, top-5 and the confusion matrix over the loader's data, and "correct": for
+    each image this process evaluated, in the loader's order, whether its top-1 was right."""
     was_training = model.training
     model.eval()
     device = loader.device
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     top5 = torch.zeros((), dtype=torch.long, device=device)
+    correct: list[Tensor] = []
     for x, y in loader.epoch(0):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -77,6 +79,7 @@ def evaluate(
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         pred = logits.argmax(1)
+        correct.append(pred == y)
         confusion += torch.bincount(y * num_classes + pred, minlength=num_classes**2).view(
             num_classes, num_classes
         )
@@ -93,6 +96,7 @@ def evaluate(
         "per_class": per_class,
         "confusion": confusion.cpu().tolist(),
         "n": n,
+        "correct": torch.cat(correct).cpu() if correct else torch.zeros(0, dtype=torch.bool),
     }
 
 

@@ -220,9 +220,10 @@ class Context:
         correct: list[bool] | None = None
         try:
             final = fit(
-                tc, out, overwrite=True, quiet=self.quiet, console=self.console, model=source
-            )
-            correct = test_correctness(tc, out, source)
+                tc, out, overwrite=True, quiet=self.quiet, console=self.console, model=source,
+                with_correct=True,
+            )  # fmt: skip
+            correct = final.pop("test_correct")
         except TrainingDiverged as err:  # a result, not a crash: the arm failed to train
             from visionzoo.data import get_spec
 
@@ -259,30 +260,6 @@ def lab_source(cfg: dict[str, Any]) -> Callable | None:
         if get_spec(cfg["dataset"]).size < MIN_SIZES[cfg["model"]]:
             cfg["image_size"] = MIN_SIZES[cfg["model"]]
     return source
-
-
-def test_correctness(cfg: Any, run_dir: Path, source: Callable | None) -> list[bool]:
-    """Whether the run's saved model classifies each test image right, in the test set's order
-    (the arms of a claim share it, so their disagreements pair image by image)."""
-    from safetensors.torch import load_file
-
-    from visionzoo.data import DeviceLoader, get_spec, load_dataset
-    from visionzoo.engine.train import build_model_for
-    from visionzoo.runs import WEIGHTS
-
-    net, pre = build_model_for(cfg, get_spec(cfg.dataset), source)
-    net.load_state_dict(load_file(run_dir / WEIGHTS))
-    net.eval()
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
-    correct: list[bool] = []
-    with torch.no_grad():
-        for x, y in DeviceLoader(test, cfg.eval_batch_size, pre, "cpu").epoch(0):
-            correct += (_logits(net(x)).argmax(1) == y).tolist()
-    return correct
-
-
-def _logits(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
