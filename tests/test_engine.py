@@ -262,6 +262,25 @@ def test_the_final_evaluation_reuses_the_last_epochs_and_reports_each_image(
     ]
 
 
+def test_eval_every_skips_test_passes_but_never_the_last_epochs(tmp_path, monkeypatch):
+    calls = []
+    real = fit_mod.evaluate
+    monkeypatch.setattr(fit_mod, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = TrainConfig(**{**QUICK, "epochs": 3}, eval_every=2)
+    metrics = fit(cfg, tmp_path / "run", quiet=True)
+    records = load_run(tmp_path / "run").metrics
+    assert ["test_acc" in r for r in records] == [False, True, True]  # epoch 2, and the last
+    assert len(calls) == 2 and metrics["test_acc"] == records[-1]["test_acc"]
+    assert all("train_acc" in r for r in records)
+    # stopped early on an epoch without a test pass: the final figures are still measured
+    del calls[:]
+    cfg = TrainConfig(**{**QUICK, "epochs": 3}, eval_every=2)
+    early = fit(cfg, tmp_path / "early", quiet=True, stop=lambda record: True)
+    assert len(calls) == 1 and early["epochs"] == 1 and 0 <= early["test_acc"] <= 1
+    with pytest.raises(UserError, match="--eval-every"):
+        TrainConfig(**QUICK, eval_every=0).validate()
+
+
 def test_fit_takes_a_model_or_a_builder_and_a_stop_rule(tmp_path):
     from torch import nn
 

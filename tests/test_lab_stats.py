@@ -102,6 +102,8 @@ def test_unconverged_censored_and_below_base_gates():
     assert "unconverged" in (unconverged("vit", rising) or "")
     assert unconverged("vit", flat) is None
     assert unconverged("vit", [[0.5, 0.6]]) is not None  # too short to judge
+    # evaluated every 10 epochs: the window is 3 evaluations, 30 epochs
+    assert "last 30 epochs" in (unconverged("vit", rising, every=10) or "")
     assert censored_both("tanh / relu", [True, True], [True, True]) is not None
     assert censored_both("tanh / relu", [True, True], [False, True]) is None
     assert below_base("compound", [0.80, 0.81], [0.82, 0.83]) is not None

@@ -129,6 +129,9 @@ class TrainConfig:
     eval_batch_size: int = option(
         1000, "evaluation batch; cheap per image, so large batches amortise overhead"
     )
+    eval_every: int = option(
+        1, "evaluate on the test set every N epochs, and after the last (1: every epoch)"
+    )
     # Transfer learning.
     init: str | None = option(
         None, "start from RUN_DIR, torchvision[:NAME], timm[:NAME], hf:ORG/NAME or a file"
@@ -228,7 +231,7 @@ class TrainConfig:
 
 
 # Options that count something: at least 1, or at least 0 (None, where allowed, means "default").
-POSITIVE = ("epochs", "batch_size", "eval_batch_size", "accumulate", "log_every",
+POSITIVE = ("epochs", "batch_size", "eval_batch_size", "eval_every", "accumulate", "log_every",
             "image_size", "train_subset", "threads")  # fmt: skip
 NON_NEGATIVE = ("workers", "checkpoint_every", "freeze_epochs", "crop_padding", "warmup_epochs",
                 "weight_decay", "grad_clip", "agc", "mixup", "cutmix")  # fmt: skip

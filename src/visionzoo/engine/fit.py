@@ -299,15 +299,13 @@ def train_epoch(s: Session) -> dict[str, Any]:
 
 
 def _epoch_record(s: Session, train_metrics: dict, seen: float, elapsed: float) -> dict:
-    cl = channels_last(s.cfg, s.device)
-    test = evaluate(s.model, s.test_loader, s.spec.num_classes, s.autocast, cl)
-    record = {
-        "epoch": s.state.epoch + 1,
-        "step": s.state.step,
-        **train_metrics,
-        "test_loss": test["loss"],
-        "test_acc": test["top1"],
-        "test_top5": test["top5"],
+    """The epoch's metrics.jsonl record: training figures, and the test set's on the epochs
+    --eval-every names and the last."""
+    epoch = s.state.epoch + 1
+    record = {"epoch": epoch, "step": s.state.step, **train_metrics}
+    if epoch % s.cfg.eval_every == 0 or epoch >= s.cfg.epochs:
+        record.update(_test_metrics(s))
+    record |= {
         "lr": float(s.state.optimizer.param_groups[0]["lr"]),
         "images_per_s": seen * dist.world_size() / max(elapsed, 1e-9),
         "time_s": elapsed,
@@ -315,12 +313,19 @@ def _epoch_record(s: Session, train_metrics: dict, seen: float, elapsed: float) 
         "wall_s": time.perf_counter() - s.wall_start,  # since fit() began, this process
         "trainable_params": count_trainable(s.model),
     }
+    return record
+
+
+def _test_metrics(s: Session) -> dict[str, float]:
+    cl = channels_last(s.cfg, s.device)
+    test = evaluate(s.model, s.test_loader, s.spec.num_classes, s.autocast, cl)
+    out = {"test_loss": test["loss"], "test_acc": test["top1"], "test_top5": test["top5"]}
     if s.state.ema is not None:
         ema_test = evaluate(s.state.ema.module, s.test_loader, s.spec.num_classes, s.autocast, cl)
-        record.update(ema_test_loss=ema_test["loss"], ema_test_acc=ema_test["top1"])
+        out.update(ema_test_loss=ema_test["loss"], ema_test_acc=ema_test["top1"])
     # the weights `finish` evaluates, unless training goes on: it reuses this evaluation then
     s.last_eval = (s.state.step, test if s.state.ema is None else ema_test)
-    return record
+    return out
 
 
 def _save_state(s: Session, state: TrainState) -> None:
@@ -355,8 +360,12 @@ def _save_epoch(s: Session, record: dict[str, Any]) -> None:
 def _epoch_line(record: dict[str, Any], epochs: int, elapsed: float) -> str:
     return (
         f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
-        f"acc {record['train_acc']:.2%}  test loss {record['test_loss']:.4f} "
-        f"acc {record['test_acc']:.2%}"
+        f"acc {record['train_acc']:.2%}"
+        + (
+            f"  test loss {record['test_loss']:.4f} acc {record['test_acc']:.2%}"
+            if "test_acc" in record
+            else ""
+        )
         + (f"  ema acc {record['ema_test_acc']:.2%}" if "ema_test_acc" in record else "")
         + f"  {record['images_per_s']:,.0f} img/s  {elapsed:.1f}s"
     )
@@ -425,7 +434,7 @@ def _json_line(record: dict[str, Any]) -> str:
 # what it computes as it was.
 RESUME_MAY_CHANGE = (
     "epochs", "device", "threads", "workers", "data_dir", "download", "eval_batch_size",
-    "log_every", "checkpoint_every", "tensorboard", "compile_mode",
+    "log_every", "checkpoint_every", "tensorboard", "compile_mode", "eval_every",
 )  # fmt: skip
 
 

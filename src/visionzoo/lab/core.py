@@ -432,22 +432,27 @@ def save_plot(draw: Callable, path: Path, result: dict[str, Any]) -> None:
 
 def curves(ax, arms: dict[str, list[dict[str, Any]]], key: str, ylabel: str, error: bool = False):
     """Mean over seeds of one per-epoch metric, one line per arm (1 - acc when error), with
-    its 95% interval over seeds as a band."""
+    its 95% interval over seeds as a band; epochs without the metric are left out."""
     from visionzoo.lab.stats import t975
 
     for arm, runs in arms.items():
-        n = min(len(r["curve"]) for r in runs)
-        if n == 0:
+        # the epochs every seed measured `key` at (--eval-every skips test figures)
+        pts = [
+            {p.get("epoch", i + 1): p[key] for i, p in enumerate(r["curve"]) if key in p}
+            for r in runs
+        ]
+        xs = sorted(set.intersection(*(set(p) for p in pts))) if pts else []
+        if not xs:
             continue
-        cols = [[r["curve"][i][key] for r in runs] for i in range(n)]
+        cols = [[p[x] for p in pts] for x in xs]
         cols = [[1 - y for y in c] for c in cols] if error else cols
         ys = [mean(c) for c in cols]
-        (line,) = ax.plot(range(1, n + 1), ys, marker="o", ms=3, label=arm)
+        (line,) = ax.plot(xs, ys, marker="o", ms=3, label=arm)
         if len(runs) > 1:
             half = [t975(len(c) - 1) * statistics.stdev(c) / math.sqrt(len(c)) for c in cols]
             lo = [y - h for y, h in zip(ys, half)]
             hi = [y + h for y, h in zip(ys, half)]
-            ax.fill_between(range(1, n + 1), lo, hi, color=line.get_color(), alpha=0.2)
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -77,16 +77,19 @@ def at_chance(arm: str, accuracies: Sequence[float], chance: float) -> str | Non
     return None
 
 
-def unconverged(arm: str, curves: Sequence[Sequence[float]]) -> str | None:
+def unconverged(arm: str, curves: Sequence[Sequence[float]], every: int = 1) -> str | None:
     """An arm whose mean test accuracy rose by more than PLATEAU_RISE over its last
-    PLATEAU_EPOCHS epochs is still learning: its final figure is not its plateau."""
+    PLATEAU_EPOCHS evaluations is still learning: its final figure is not its plateau.
+    `every`: epochs between evaluations (an arm with 10x the epochs on a tenth of the data is
+    evaluated every 10 epochs, so the window spans the same optimizer steps)."""
     n = min((len(c) for c in curves), default=0)
     if n <= PLATEAU_EPOCHS:
-        return f"{arm} unconverged ({n} epochs, fewer than {PLATEAU_EPOCHS + 1} to judge)"
+        return f"{arm} unconverged ({n} evaluations, fewer than {PLATEAU_EPOCHS + 1} to judge)"
     mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
     rise = mean[-1] - mean[-1 - PLATEAU_EPOCHS]
     if rise > PLATEAU_RISE:
-        return f"{arm} unconverged (+{100 * rise:.2f} pp over its last {PLATEAU_EPOCHS} epochs)"
+        span = PLATEAU_EPOCHS * every
+        return f"{arm} unconverged (+{100 * rise:.2f} pp over its last {span} epochs)"
     return None
 
 

@@ -74,7 +74,7 @@ def alexnet(ctx: Context) -> ClaimResult:
     target = TARGET_TRAIN_ERROR.get(ctx.dataset, 0.25)
     widths = ctx.pick((8, 8, 16), (32, 32, 64), (32, 32, 64))
     base = sgd(ctx.pick(2, 10, 40), ctx.pick(512, 5_000, None), schedule="constant",
-               weight_decay=0.0, augment=False, nesterov=False)  # fmt: skip
+               weight_decay=0.0, augment=False, nesterov=False, channels_last=True)  # fmt: skip
     speed, lrs, grids = {}, {}, {}
     for act in ("relu", "tanh"):
         lrs[act], grids[act] = best_lr(ctx, act, base, widths)
@@ -99,7 +99,8 @@ def alexnet(ctx: Context) -> ClaimResult:
         "greater", margin=math.log(3), primary=True, flags=flags, unit="",
     )  # fmt: skip
     # Regularisation: a hidden FC layer on a small training set overfits without help.
-    reg = sgd(ctx.pick(1, 15, 60), ctx.pick(256, 2_000, 5_000), lr=0.02, weight_decay=0.0)
+    reg = sgd(ctx.pick(1, 15, 60), ctx.pick(256, 2_000, 5_000), lr=0.02, weight_decay=0.0,
+              channels_last=True)  # fmt: skip
     reg_runs: dict[str, list[dict[str, Any]]] = {}
     for label, (p, aug) in {"neither": (0.0, False), "dropout+augment": (0.5, True)}.items():
         kw = {"widths": widths, "hidden": 256, "dropout": p}

@@ -66,7 +66,11 @@ def gates(arms: dict[str, Runs], dataset: str) -> list[str | None]:
     flags: list[str | None] = []
     for name, runs in arms.items():
         flags.append(at_chance(name, accuracies(runs), chance(dataset)))
-        flags.append(unconverged(name, [[r["test_acc"] for r in run["curve"]] for run in runs]))
+        points = [[r for r in run["curve"] if "test_acc" in r] for run in runs]  # --eval-every
+        tests = [[r["test_acc"] for r in p] for p in points]
+        last = points[0][-2:]
+        every = last[1].get("epoch", 2) - last[0].get("epoch", 1) if len(last) == 2 else 1
+        flags.append(unconverged(name, tests, every))
     return flags
 
 

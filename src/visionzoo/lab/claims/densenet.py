@@ -29,7 +29,9 @@ MARGIN = 0.005  # "no worse": within 0.5 pp, fixed before running
 def densenet(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     sub = ctx.pick(512, 2_000, None)
-    recipe = sgd(ctx.pick(1, 10, 300), sub, lr=0.1, weight_decay=1e-4, batch_size=64)
+    recipe = sgd(
+        ctx.pick(1, 10, 300), sub, lr=0.1, weight_decay=1e-4, batch_size=64, channels_last=True
+    )
     widths = ctx.pick((8, 16, 32), (16, 32, 64), (32, 64, 128))
     dense = ctx.pick(
         {"depth": 22, "growth_rate": 4},

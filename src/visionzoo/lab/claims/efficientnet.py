@@ -69,6 +69,7 @@ def efficientnet(ctx: Context) -> ClaimResult:
         warmup_epochs=ctx.pick(0, 1, 3),
         label_smoothing=0.1,
         augment=True,
+        channels_last=True,  # the same arithmetic, faster on CPUs and GPUs
     )
     compound = (w0 * BETA, d0 * ALPHA, round(r0 * GAMMA))
     target = macs_of(ctx, *compound)

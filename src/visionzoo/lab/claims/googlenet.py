@@ -55,7 +55,7 @@ def googlenet(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     naive_div = ctx.pick(16, 8, 2)
     div, macs = matched_div(ctx, naive_div)
-    recipe = sgd(ctx.pick(1, 8, 30), ctx.pick(256, 2_000, None))
+    recipe = sgd(ctx.pick(1, 8, 30), ctx.pick(256, 2_000, None), channels_last=True)
     variants = {
         "reduced (wider)": {"reduce": True, "aux": True, "div": div},
         "naive": {"reduce": False, "aux": True, "div": naive_div},

@@ -48,7 +48,7 @@ def vit(ctx: Context) -> ClaimResult:
     e_small = round(e_full * n_full / small)  # the same optimizer steps on a tenth of the data
     recipe = dict(
         batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine",
-        label_smoothing=0.1, augment=True,
+        label_smoothing=0.1, augment=True, channels_last=True,
     )  # fmt: skip
     vit_kw = ctx.pick(
         {"embed_dim": 32, "depth": 2, "num_heads": 2},
@@ -68,7 +68,8 @@ def vit(ctx: Context) -> ClaimResult:
         for k, (m, kw) in models.items():
             arms[f"{k} {frac}"] = [
                 ctx.train(f"{k}-{frac.rstrip('%')}", s, model=m, model_kwargs=kw, epochs=epochs,
-                          train_subset=n, warmup_epochs=warmup, **recipe)
+                          train_subset=n, warmup_epochs=warmup, eval_every=epochs // e_full,
+                          **recipe)
                 for s in seeds
             ]  # fmt: skip
     d = ctx.dataset
