@@ -281,6 +281,27 @@ def test_eval_every_skips_test_passes_but_never_the_last_epochs(tmp_path, monkey
         TrainConfig(**QUICK, eval_every=0).validate()
 
 
+def test_test_subset_scores_every_seed_on_the_same_balanced_images(tmp_path, monkeypatch):
+    seen = []
+    real = fit_mod.DeviceLoader
+
+    def spy(data, *a, **k):
+        if not k.get("shuffle"):
+            seen.append(data.labels.clone())
+        return real(data, *a, **k)
+
+    monkeypatch.setattr(fit_mod, "DeviceLoader", spy)
+    one = {**QUICK, "epochs": 1}
+    a = fit(TrainConfig(**one, test_subset=200), tmp_path / "a", quiet=True, with_correct=True)
+    b = fit(TrainConfig(**one, test_subset=200, seed=1), tmp_path / "b", quiet=True,
+            with_correct=True)  # fmt: skip
+    assert len(a["test_correct"]) == len(b["test_correct"]) == 200
+    assert torch.equal(seen[0], seen[1])  # the same images whatever the run's seed
+    assert torch.bincount(seen[0]).tolist() == [20] * 10  # every class equally present
+    with pytest.raises(UserError, match="--test-subset"):
+        TrainConfig(**QUICK, test_subset=0).validate()
+
+
 def test_fit_takes_a_model_or_a_builder_and_a_stop_rule(tmp_path):
     from torch import nn
 

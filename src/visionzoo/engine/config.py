@@ -65,6 +65,9 @@ class TrainConfig:
     train_subset: int | None = option(
         None, "use only the first N (class-balanced, seeded) training images"
     )
+    test_subset: int | None = option(
+        None, "evaluate on N class-balanced test images, the same N whatever the seed"
+    )
     # Optimisation.
     epochs: int = option(10, "training epochs")
     batch_size: int = option(128, "global batch; divided across ranks under torchrun")
@@ -232,7 +235,7 @@ class TrainConfig:
 
 # Options that count something: at least 1, or at least 0 (None, where allowed, means "default").
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "eval_every", "accumulate", "log_every",
-            "image_size", "train_subset", "threads")  # fmt: skip
+            "image_size", "train_subset", "test_subset", "threads")  # fmt: skip
 NON_NEGATIVE = ("workers", "checkpoint_every", "freeze_epochs", "crop_padding", "warmup_epochs",
                 "weight_decay", "grad_clip", "agc", "mixup", "cutmix")  # fmt: skip
 # The JSON types a saved recipe may hold for each annotated type.

@@ -216,6 +216,8 @@ def _data_and_model(cfg: TrainConfig, device, source: ModelSource):
     test_data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download, folder)
     if cfg.train_subset:
         train_data = balanced_subset(train_data, cfg.train_subset, cfg.seed)
+    if cfg.test_subset:  # one fixed subset, so runs of any seed are scored on the same images
+        test_data = balanced_subset(test_data, cfg.test_subset, 0)
     spec = train_data.spec
     model, pre = build_model_for(cfg, spec, source)
     train_loader = DeviceLoader(

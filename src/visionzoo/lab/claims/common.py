@@ -35,8 +35,22 @@ def sgd(epochs: int, subset: int | None, **extra: Any) -> dict[str, Any]:
     return recipe
 
 
-def scaled(ctx: Context, what: str) -> list[str]:
-    """What the budget changes against the paper (for the JSON and the report)."""
+def cheap_tests(ctx: Context, every: int = 2) -> dict[str, Any]:
+    """For claims whose test pass costs more than a training epoch at the quick budget: half
+    the test set (5,000 class-balanced images, the same for every arm and seed), every
+    `every` epochs and after the last. Other budgets test on everything, every epoch."""
+    if ctx.budget != "quick":
+        return {}
+    return {"test_subset": 5_000, "eval_every": every}
+
+
+def scaled(ctx: Context, what: str, recipe: dict[str, Any] | None = None) -> list[str]:
+    """What the budget changes against the paper (for the JSON and the report), with the
+    recipe's test subset and evaluation spacing when it has them (see `cheap_tests`)."""
+    if recipe and recipe.get("test_subset"):
+        every = recipe.get("eval_every", 1)
+        when = "every epoch" if every == 1 else f"every {every} epochs and after the last"
+        what += f"; tested on {recipe['test_subset']:,} class-balanced test images, {when}"
     return [f"{ctx.budget} budget: {what}"] if ctx.budget != "full" else [what]
 
 

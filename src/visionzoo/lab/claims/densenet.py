@@ -6,7 +6,7 @@ by seed. The parameter counts (DenseNet-BC must have fewer) are facts beside the
 
 from __future__ import annotations
 
-from visionzoo.lab.claims.common import compare, scaled, sgd
+from visionzoo.lab.claims.common import cheap_tests, compare, scaled, sgd
 from visionzoo.lab.core import Context, claim, curves, intervals, model_cost
 from visionzoo.lab.verdict import ClaimResult
 
@@ -30,8 +30,9 @@ def densenet(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     sub = ctx.pick(512, 2_000, None)
     recipe = sgd(
-        ctx.pick(1, 10, 300), sub, lr=0.1, weight_decay=1e-4, batch_size=64, channels_last=True
-    )
+        ctx.pick(1, 10, 300), sub, lr=0.1, weight_decay=1e-4, batch_size=64, channels_last=True,
+        **cheap_tests(ctx),
+    )  # fmt: skip
     widths = ctx.pick((8, 16, 32), (16, 32, 64), (32, 64, 128))
     dense = ctx.pick(
         {"depth": 22, "growth_rate": 4},
@@ -69,6 +70,7 @@ def densenet(ctx: Context) -> ClaimResult:
             ctx,
             f"DenseNet-BC L={dense['depth']} k={dense['growth_rate']} vs CIFAR ResNet-20 at "
             f"widths {widths}; {recipe['epochs']} epochs on {sub or 'all'} images",
+            recipe,
         ),
         facts=facts,
         plot=draw,

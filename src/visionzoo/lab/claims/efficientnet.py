@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from visionzoo.lab.claims.common import accuracies, compare, scaled
+from visionzoo.lab.claims.common import accuracies, cheap_tests, compare, scaled
 from visionzoo.lab.core import Context, claim, curves, intervals, model_cost
 from visionzoo.lab.verdict import ClaimResult, below_base
 
@@ -70,6 +70,7 @@ def efficientnet(ctx: Context) -> ClaimResult:
         label_smoothing=0.1,
         augment=True,
         channels_last=True,  # the same arithmetic, faster on CPUs and GPUs
+        **cheap_tests(ctx, every=1),
     )
     compound = (w0 * BETA, d0 * ALPHA, round(r0 * GAMMA))
     target = macs_of(ctx, *compound)
@@ -130,6 +131,7 @@ def efficientnet(ctx: Context) -> ClaimResult:
             ctx,
             f"base width {w0}, depth {d0}, {r0} px; {recipe['epochs']} epochs on "
             f"{recipe['train_subset'] or 'all'} images",
+            recipe,
         ),
         facts=facts,
         plot=draw,

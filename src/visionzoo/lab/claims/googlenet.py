@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from visionzoo.lab.claims.common import compare, scaled, sgd
+from visionzoo.lab.claims.common import cheap_tests, compare, scaled, sgd
 from visionzoo.lab.core import Context, claim, curves, intervals, model_cost
 from visionzoo.lab.verdict import ClaimResult
 
@@ -55,7 +55,9 @@ def googlenet(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     naive_div = ctx.pick(16, 8, 2)
     div, macs = matched_div(ctx, naive_div)
-    recipe = sgd(ctx.pick(1, 8, 30), ctx.pick(256, 2_000, None), channels_last=True)
+    recipe = sgd(
+        ctx.pick(1, 8, 30), ctx.pick(256, 2_000, None), channels_last=True, **cheap_tests(ctx)
+    )
     variants = {
         "reduced (wider)": {"reduce": True, "aux": True, "div": div},
         "naive": {"reduce": False, "aux": True, "div": naive_div},
@@ -95,6 +97,7 @@ def googlenet(ctx: Context) -> ClaimResult:
             ctx,
             f"Table 1 widths / {naive_div} (naive) and / {div} (reduced); "
             f"{recipe['epochs']} epochs on {recipe['train_subset'] or 'all'} images",
+            recipe,
         ),
         facts=facts,
         plot=draw,
