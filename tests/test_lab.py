@@ -55,6 +55,11 @@ def test_smoke_run_writes_json_png_and_verdict(lab_out, name):
     for arm, cfg in result["arm_configs"].items():
         assert cfg["dataset"] == "synthetic" and cfg["model"] and cfg["epochs"] >= 1, arm
     assert "synthetic" in result["datasets"]
+    if name == "lenet":  # the images the runs saw, not the subset asked for
+        from visionzoo.data import load_dataset
+
+        n = min(512, len(load_dataset("synthetic", "train").labels))
+        assert f"on {n:,} synthetic images" in result["scaled_down"][0]
     runs = [run for arm in result["arms"].values() for run in arm]
     assert runs and all(0 <= r["final"]["test_acc"] <= 1 and r["curve"] for r in runs)
     png = (lab_out / result["plot"]).read_bytes()

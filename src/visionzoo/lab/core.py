@@ -187,10 +187,16 @@ class Context:
         return self.data_dir
 
     def test_size(self, dataset: str | None = None) -> int:
+        return self._size(dataset, "test")
+
+    def train_size(self, dataset: str | None = None) -> int:
+        return self._size(dataset, "train")
+
+    def _size(self, dataset: str | None, split: str) -> int:
         from visionzoo.data import load_dataset
 
         name = dataset or self.dataset
-        return len(load_dataset(name, "test", self.data_dir_for(name)).labels)
+        return len(load_dataset(name, split, self.data_dir_for(name)).labels)
 
     def use_dataset(self, name: str) -> None:
         """Record the files of a dataset an arm or a measurement reads."""

@@ -76,12 +76,15 @@ def lenet(ctx: Context) -> ClaimResult:
     subset = ctx.pick(512, 10_000, None)  # full: all 60,000 images when the files are there
     arms: dict[str, list[dict[str, Any]]] = {}
     flags: list[str | None] = []
+    used: dict[str, int] = {}  # training images each dataset's runs saw
     try:
         n_test = ctx.test_size(digits)
     except Exception as err:  # noqa: BLE001 - missing files: the primary cannot be decided
         ctx.say(f"  no MNIST files ({type(err).__name__})")
         n_test, flags = 0, [f"no {digits} files: the claim is about MNIST"]
     if n_test:
+        n_train = ctx.train_size(digits)  # the subset is capped by what the files hold
+        used[digits] = min(subset or n_train, n_train)
         arms[key] = [
             ctx.train("mnist", s, dataset=digits, train_subset=subset, **recipe) for s in seeds
         ]
@@ -97,6 +100,8 @@ def lenet(ctx: Context) -> ClaimResult:
     facts: dict[str, Any] = {}
     fashion = ctx.dataset if ctx.dataset not in ("mnist", "synthetic") else None
     if fashion:
+        n_fashion = ctx.train_size(fashion)
+        used[fashion] = min(ctx.pick(512, 10_000, None) or n_fashion, n_fashion)
         arms[fashion] = [
             ctx.train("fashion", s, dataset=fashion, train_subset=ctx.pick(512, 10_000, None),
                       **recipe) for s in seeds
@@ -119,7 +124,11 @@ def lenet(ctx: Context) -> ClaimResult:
         [primary],
         arms,
         recipe,
-        scaled(ctx, f"{recipe['epochs']} epochs on {subset or 'all'} {digits} images"),
+        scaled(
+            ctx,
+            f"{recipe['epochs']} epochs on "
+            + (" and ".join(f"{n:,} {name} images" for name, n in used.items()) or "no images"),
+        ),
         facts=facts,
         extra={"dataset": digits, "fashion_table": FASHION_TABLE},
         plot=draw,

@@ -18,12 +18,6 @@ from visionzoo.lab.stats import paired
 from visionzoo.lab.verdict import ClaimResult, SubClaim
 
 
-def train_size(ctx: Context) -> int:
-    from visionzoo.data import load_dataset
-
-    return len(load_dataset(ctx.dataset, "train", ctx.data_dir_for(ctx.dataset)).labels)
-
-
 @claim(
     "vit",
     title="With little data a ViT trails a CNN of similar size; the gap narrows as data grows",
@@ -42,7 +36,7 @@ def train_size(ctx: Context) -> int:
 def vit(ctx: Context) -> ClaimResult:
     seeds = ctx.seed_list()
     full = ctx.pick(1_000, 8_000, None)
-    n_full = full or train_size(ctx)
+    n_full = full or ctx.train_size()
     small = max(100, n_full // 10)
     e_full = ctx.pick(1, 4, 100)
     e_small = round(e_full * n_full / small)  # the same optimizer steps on a tenth of the data
