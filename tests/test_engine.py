@@ -230,11 +230,10 @@ def test_nan_between_reads_names_its_exact_step_and_saves_nothing_after_it(
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
-def test_the_final_evaluation_reuses_the_last_epochs_and_reports_each_image(
-    tmp_path, monkeypatch
-):
-    import visionzoo.engine.train as train_mod
+def test_the_final_evaluation_reuses_the_last_epochs_and_reports_each_image(tmp_path, monkeypatch):
     from safetensors.torch import load_file as load
+
+    import visionzoo.engine.train as train_mod
 
     calls = []
     real = train_mod.evaluate
@@ -257,9 +256,10 @@ def test_the_final_evaluation_reuses_the_last_epochs_and_reports_each_image(
     # with EMA the final weights are the EMA's: still one evaluation of them per epoch
     del calls[:]
     ema = fit(TrainConfig(**QUICK, ema_decay=0.9), tmp_path / "ema", quiet=True)
-    assert len(calls) == 4 and ema["test_acc"] == load_run(tmp_path / "ema").metrics[-1][
-        "ema_test_acc"
-    ]
+    assert (
+        len(calls) == 4
+        and ema["test_acc"] == load_run(tmp_path / "ema").metrics[-1]["ema_test_acc"]
+    )
 
 
 def test_eval_every_skips_test_passes_but_never_the_last_epochs(tmp_path, monkeypatch):
