@@ -380,10 +380,10 @@ def finish(s: Session, with_correct: bool = False) -> dict[str, Any]:
         s.writer.close()
     ema = s.state.ema
     final_model = ema.module if ema is not None else s.model
-    cl = channels_last(s.cfg, s.device)
     if s.last_eval is not None and s.last_eval[0] == s.state.step:
         final = s.last_eval[1]
     else:
+        cl = channels_last(s.cfg, s.device)
         final = evaluate(final_model, s.test_loader, s.spec.num_classes, s.autocast, cl)
     final_metrics = {
         "test_acc": final["top1"],
