@@ -200,6 +200,21 @@ def test_loader_is_seeded_resumable_and_sharded():
     assert len(seen) == len(data)
 
 
+@pytest.mark.parametrize("min_size", [32, 48])  # padded (LeNet's 28 -> 32); resized
+@pytest.mark.parametrize("augmented", [False, True])
+def test_a_loader_prepared_once_gives_the_batches_of_one_prepared_per_batch(min_size, augmented):
+    data = load_dataset("synthetic")
+    pre = Preprocess.for_model(data.spec, min_size)
+    aug = AugmentConfig(crop_padding=2, hflip=True, random_erasing=0.5) if augmented else None
+    once = DeviceLoader(data, 64, pre, shuffle=True, augment=aug, seed=1)
+    per_batch = DeviceLoader(data, 64, pre, shuffle=True, augment=aug, seed=1, prepared_bytes=0)
+    assert (once.stage, per_batch.stage) == ("unit" if augmented else "normalized", "raw")
+    assert once.images.dtype == torch.float32 and per_batch.images.dtype == torch.uint8
+    for (x1, y1), (x2, y2) in zip(once.epoch(1), per_batch.epoch(1), strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)  # bit for bit: same values, once
+    assert x1.shape[-1] == min_size
+
+
 def test_augmentations_keep_shapes_and_flip_only_where_allowed():
     from visionzoo.data.augment import random_crop, random_hflip
 
