@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,44 +116,52 @@ def compute_loss(output: Tensor | AuxOutputs, y: Tensor, label_smoothing: float)
 
 
 class EpochMeter:
-    """The epoch's loss and accuracy sums and the finite-loss flag, kept on the device.
+    """The epoch's loss and accuracy sums and the finite-loss count, kept on the device.
 
     Nothing here synchronises the host except `read`, called every `--log-every` batches while a
-    progress bar shows, before every checkpoint and at the end of the epoch. `good` counts the
-    steps since `base` whose loss (and every loss before it) was finite, so the first bad step
-    is known exactly without reading the flag at each step.
+    progress bar shows, before every checkpoint and at the end of the epoch. A NaN or infinite
+    loss makes the running loss sum non-finite for good, so `good` (the steps since `base`
+    whose running sum was finite) gives the first bad step exactly, without reading anything
+    at each step. Each step costs a handful of small kernels (an eager GPU step is bound by
+    kernel launches, so the meter keeps to in-place adds on three scalars).
     """
 
     def __init__(self, sums: dict[str, float], step: int, device: torch.device) -> None:
-        self.sums = torch.tensor(
-            [sums["loss"], sums["correct"]], dtype=torch.float64, device=device
-        )
-        self.seen = sums["seen"]
-        self.ok = torch.ones((), dtype=torch.bool, device=device)
+        self.loss = torch.tensor(sums["loss"], dtype=torch.float64, device=device)
+        self.correct = torch.tensor(round(sums["correct"]), dtype=torch.long, device=device)
         self.good = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = sums["seen"]
         self.base = step
 
-    def add(self, loss_sum: Tensor, correct: Tensor, finite: Tensor) -> None:
-        self.sums += torch.stack((loss_sum.detach().double(), correct.double()))
-        self.ok &= finite
+    @torch.no_grad()
+    def add(self, loss: Tensor, n: int, logits: Tensor, target: Tensor) -> None:
+        """Count one (micro-)batch: `loss` is its mean over `n` images."""
+        self.loss.add_(loss, alpha=n)
+        self.correct.add_((logits.argmax(1) == target).sum())
 
+    @torch.no_grad()
     def end_step(self) -> None:
-        self.good += self.ok
+        self.good.add_(self.loss.abs() < math.inf)  # NaN < inf is False too
+
+    def tallies(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.loss, self.correct, self.good
 
     def read(self, state: TrainState, check: bool = True) -> dict[str, float]:
         """One host sync: the sums, after raising TrainingDiverged if a loss was not finite.
 
         Every rank checks at the same steps (the flag is all-reduced: any rank's NaN stops
         them all); `check=False` reads the sums alone, for rank 0's progress bar."""
-        bad = dist.all_reduce_sum((~self.ok).long())[0] if check else torch.zeros_like(self.good)
-        loss, correct, bad, good = torch.cat(
-            (self.sums, torch.stack((bad, self.good)).double())
+        finite = self.loss.abs() < math.inf
+        bad = dist.all_reduce_sum((~finite).long())[0] if check else torch.zeros_like(self.good)
+        loss, correct, bad, good, mine = torch.stack(
+            (self.loss, self.correct.double(), bad.double(), self.good.double(), finite.double())
         ).tolist()
         if bad:
-            first = self.base + int(good) + 1 if not self.ok.item() else None
+            first = self.base + int(good) + 1 if not mine else None
             raise TrainingDiverged(self._message(state, first))
         if check:
-            self.base, self.good = state.step, torch.zeros_like(self.good)
+            self.base = state.step
+            self.good.zero_()
         state.sums = {"loss": loss, "correct": correct, "seen": self.seen}
         return state.sums
 
@@ -195,7 +204,7 @@ class Stepper:
             return self.compiled(x, y, meter)
         model, optimizer = self.raw, self.state.optimizer
         saved = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
-        tallies = [t.clone() for t in (meter.sums, meter.ok, meter.good)]
+        tallies = [t.clone() for t in meter.tallies()]
         try:
             self.compiled(x, y, meter)
             self.trusted = True  # compiled and ran once: no more snapshots
@@ -207,7 +216,7 @@ class Stepper:
             model.load_state_dict(saved[0])
             optimizer.load_state_dict(saved[1])
             optimizer.zero_grad(set_to_none=True)
-            for tally, value in zip((meter.sums, meter.ok, meter.good), tallies):
+            for tally, value in zip(meter.tallies(), tallies):
                 tally.copy_(value)
             self.compiled = None
             self.step(x, y, meter)
@@ -215,20 +224,25 @@ class Stepper:
     def step(self, x: Tensor, y: Tensor, meter: EpochMeter) -> None:
         state, cfg = self.state, self.cfg
         model, optimizer, scaler = state.model, state.optimizer, state.scaler
-        xs, ys = x.chunk(cfg.accumulate), y.chunk(cfg.accumulate)
-        for j, (xm, ym) in enumerate(zip(xs, ys)):
-            sync = dist.no_sync(model) if j < len(xs) - 1 else contextlib.nullcontext()
-            with sync, self.autocast():
-                output = model(xm)
-                loss = compute_loss(output, ym, cfg.label_smoothing)
-            logits = main_logits(output)
-            scaled = loss * (len(ym) / len(y))
-            (scaler.scale(scaled) if scaler else scaled).backward()
-            target = ym.argmax(1) if ym.dim() == 2 else ym
-            correct = (logits.detach().argmax(1) == target).sum()
-            meter.add(loss.detach() * len(ym), correct, torch.isfinite(loss.detach()))
+        if cfg.accumulate == 1:  # the common case, without the split's extra kernels
+            self.forward_backward(model, scaler, x, y, 1.0, meter)
+        else:
+            xs, ys = x.chunk(cfg.accumulate), y.chunk(cfg.accumulate)
+            for j, (xm, ym) in enumerate(zip(xs, ys)):
+                sync = dist.no_sync(model) if j < len(xs) - 1 else contextlib.nullcontext()
+                with sync:
+                    self.forward_backward(model, scaler, xm, ym, len(ym) / len(y), meter)
         meter.end_step()
         self.update(model, optimizer, scaler)
+
+    def forward_backward(self, model, scaler, x: Tensor, y: Tensor, weight: float, meter) -> None:
+        """Forward, loss and backward of one (micro-)batch whose loss weighs `weight`."""
+        with self.autocast():
+            output = model(x)
+            loss = compute_loss(output, y, self.cfg.label_smoothing)
+        scaled = loss * weight if weight != 1.0 else loss
+        (scaler.scale(scaled) if scaler else scaled).backward()
+        meter.add(loss, len(y), main_logits(output), y.argmax(1) if y.dim() == 2 else y)
 
     def update(self, model: nn.Module, optimizer, scaler) -> None:
         if scaler:
