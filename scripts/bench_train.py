@@ -15,8 +15,9 @@
    to 94% (ResNet-20), stopping at the budget if not reached; images/s; peak memory. In order:
    plain_loop, engine_plain_settings, lenet5 (demo-gpu, eager), lenet5_demo_recipe (batch
    128), host_syncs (CUDA's sync debug mode over one epoch), resnet20_compiled
-   (small-cnn-gpu), lenet5_compiled, resnet20_small_cnn_recipe (batch 128, eager),
-   resnet20_compiled_cudagraphs (mode reduce-overhead); `--only` picks some.
+   (small-cnn-gpu), lenet5_compiled, lenet5_compiled_cudagraphs (mode reduce-overhead),
+   resnet20_small_cnn_recipe (batch 128, eager), resnet20_compiled_cudagraphs; `--only`
+   picks some.
 
 Results go to results/train_bench/ (GPU mode: results/gpu/) with the environment. Usage:
     python scripts/bench_train.py throughput [--models lenet5,resnet20] [--steps 60] [--rounds 3]
@@ -325,8 +326,11 @@ def gpu_plan(args) -> list[tuple[str, Callable]]:
     """(name, fn(deadline)) in order of importance; each is skipped when the budget is spent."""
     dev = torch.device(args.device)
     compiled = {"compile": True} if args.compile else {}
+    # The plain loop's settings exactly: SGD with momentum 0.9 and nothing else (no weight
+    # decay, no Nesterov, a constant lr), so the ratio measures the engine's overhead alone.
     plain = dict(batch_size=128, precision="fp32", channels_last=False, augment=False,
-                 epochs=3, lr=0.05, warmup_epochs=0, eval_batch_size=5000)  # fmt: skip
+                 epochs=3, lr=0.05, momentum=0.9, nesterov=False, weight_decay=0.0,
+                 schedule="constant", warmup_epochs=0, eval_batch_size=5000)  # fmt: skip
     plan = {
         "plain_loop": lambda d: plain_loop(args, dev),
         "engine_plain_settings": lambda d: engine_run(args, dev, "lenet5", plain, 1.1, d),
@@ -341,6 +345,14 @@ def gpu_plan(args) -> list[tuple[str, Callable]]:
         "lenet5_compiled": lambda d: engine_run(
             args, dev, "lenet5", compiled, args.lenet_target, d
         ),
+        "lenet5_compiled_cudagraphs": lambda d: engine_run(
+            args,
+            dev,
+            "lenet5",
+            {**compiled, "compile_mode": "reduce-overhead"},
+            args.lenet_target,
+            d,
+        ),  # fmt: skip
         "resnet20_small_cnn_recipe": lambda d: engine_run(
             args, dev, "resnet20", _recipe("small-cnn"), args.resnet_target, d
         ),
@@ -366,7 +378,8 @@ def _recipe(name: str) -> dict:
 def ratios(measured: dict) -> dict:
     plain = measured.get("plain_loop", {}).get("images_per_s")
     out = {}
-    for name in ("engine_plain_settings", "lenet5", "lenet5_demo_recipe", "lenet5_compiled"):
+    for name in ("engine_plain_settings", "lenet5", "lenet5_demo_recipe", "lenet5_compiled",
+                 "lenet5_compiled_cudagraphs"):  # fmt: skip
         ours = measured.get(name, {}).get("images_per_s")
         if plain and ours:
             out[f"{name}_vs_plain_loop"] = ours / plain

@@ -35,6 +35,9 @@ def test_gpu_mode_measures_everything_in_order_and_writes_the_environment(tmp_pa
     m = report["measurements"]
     assert report["status"] == "done" and report["environment"]["torch"]
     assert m["plain_loop"]["images_per_s"] > 0 and m["plain_loop"]["batch_size"] == 128
+    same = m["engine_plain_settings"]["recipe"]  # the plain loop's optimizer, nothing added
+    assert (same["weight_decay"], same["nesterov"], same["schedule"]) == (0.0, False, "constant")
+    assert (same["batch_size"], same["lr"], same["momentum"]) == (128, 0.05, 0.9)
     assert m["lenet5"]["reached"] and m["lenet5"]["stopped"] == "target"
     assert m["lenet5"]["train_seconds_to_target"] > 0 and m["lenet5"]["curve"]
     assert not any(r.get("running") for r in m.values())  # epoch records replaced by results
