@@ -115,6 +115,7 @@ def record_run(args, family: str, model: str, result: dict) -> None:
                 "params": cost.get("params"), "macs": cost.get("macs"),
                 "device": environment().get("cuda_device") or "cpu"}  # fmt: skip
     data["runs"].append(result)
+    data["published"] = PUBLISHED.get(family)  # (row, accuracy) for the explorer's card
     data["environment"] = environment()
     path.write_text(json.dumps(data, indent=1, default=str))
     (Path(args.out) / "leaderboard.md").write_text(table(Path(args.out)))

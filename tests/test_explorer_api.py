@@ -84,6 +84,16 @@ def dirs(tmp_path_factory):
     claim.update(verdict="holds", summary="5.1x fewer epochs", rule="ratio > 3", budget="quick")
     (results / "lab" / "relu.json").write_text(json.dumps(claim))
     Image.new("RGB", (8, 8), "red").save(results / "lab" / "relu.png")
+    (results / "leaderboard").mkdir()
+    board = {"family": "LeNet", "model": "lenet5", "dataset": "fashion-mnist", "device": "cpu",
+             "published": None, "runs": [
+                 {"seed": 0, "recipe": "small-cnn", "epochs": 30, "test_acc": 0.91,
+                  "train_seconds": 80.0},
+                 {"seed": 1, "recipe": "small-cnn", "epochs": 30, "test_acc": 0.92,
+                  "train_seconds": 90.0}]}  # fmt: skip
+    (results / "leaderboard" / "lenet5.json").write_text(json.dumps(board))
+    (results / "leaderboard" / "alexnet.json").write_text('{"model": "alexnet", "runs": []}')
+    (results / "leaderboard" / "vgg11.json").write_text("{broken")
     return runs, results
 
 
@@ -142,6 +152,11 @@ def test_models_overview(client):
     assert lenet["bench"]["latency_ms"] == 0.25
     assert lenet["bench"]["device"] == "cpu (test CPU), fp32"
     assert lenet["claims"] == ["relu"]
+    measured = lenet["measured"]  # the leaderboard: mean and SD over seeds, trained here
+    assert measured["test_acc"] == pytest.approx(0.915) and measured["seeds"] == 2
+    assert measured["sd"] == pytest.approx(0.00707, abs=1e-4) and measured["train_s"] == 85.0
+    assert measured["dataset"] == "fashion-mnist" and measured["file"] == "lenet5.json"
+    assert "measured" not in rows["alexnet"] and "measured" not in rows["vgg11"]  # no runs; bad
     assert data["lab"][0]["title"] == "ReLU trains faster"
     assert "LeNet" in data["families"]
 
@@ -154,6 +169,8 @@ def test_model_card(client):
     assert card["module"] == "visionzoo.models.lenet"
     assert [r["id"] for r in card["runs"]] == ["lenet-mnist"]
     assert card["claims"][0]["verdict"] == "holds"
+    assert card["measured"]["test_acc"] == pytest.approx(0.915)
+    assert client.get("/api/models/alexnet").json()["measured"] is None
 
 
 def test_profile(client):

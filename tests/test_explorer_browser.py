@@ -8,6 +8,7 @@ Screenshots go to test-artifacts/ (gitignored). Needs /usr/bin/chromium (Debian'
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -69,7 +70,12 @@ def server(tmp_path_factory):
         final_metrics=dict(test_acc=0.88),
     )
     runs_mod.save_run(base / "runs" / "lenet-mnist", model, config, metrics)
-    (base / "results").mkdir()
+    (base / "results/leaderboard").mkdir(parents=True)
+    board = {"family": "LeNet", "model": "lenet5", "dataset": "fashion-mnist", "device": "cpu",
+             "published": None, "runs": [{"seed": s, "recipe": "small-cnn", "epochs": 30,
+                                          "test_acc": a, "train_seconds": 80.0}
+                                         for s, a in ((0, 0.91), (1, 0.92))]}  # fmt: skip
+    (base / "results/leaderboard/lenet5.json").write_text(json.dumps(board))
     app = create_app(base / "runs", base / "results")
     sock = socket.socket()  # bound here and handed to uvicorn: no other process can take it
     sock.bind(("127.0.0.1", 0))
@@ -249,6 +255,8 @@ def test_overview_click_bar_and_switch_metric(server, page):
     page.wait_for_selector("#card-diagram svg.arch")  # the diagram is drawn from the model
     page.wait_for_selector("#card-stages table")  # the stage table from profile_model
     assert "C1" in page.locator("#card .key-idea").inner_text() or page.locator(".notes li").count()
+    trained = page.locator("#card .fact.measured").inner_text()  # beside the reported top-1
+    assert "91.50 %" in trained and "2 seeds" in trained and "fashion-mnist" in trained
     page.locator("#card").screenshot(path=str(ARTIFACTS / "explorer-card-lenet5.png"))
 
     page.select_option("#metric", "run_acc")
@@ -261,6 +269,11 @@ def test_overview_click_bar_and_switch_metric(server, page):
     ys = page.evaluate("document.getElementById('chart-bars').data.flatMap(t => t.y)")
     assert ys == [pytest.approx(88.0)]
     page.locator("#overview").screenshot(path=str(ARTIFACTS / "explorer-metric-run-acc.png"))
+
+    page.select_option("#metric", "measured")  # the leaderboard, trained here
+    page.wait_for_function("location.hash.includes('metric=measured')")
+    bars = page.evaluate("document.getElementById('chart-bars').data.map(t => [t.customdata, t.y])")
+    assert bars == [[["lenet5"], [pytest.approx(91.5)]]]
 
 
 def test_upload_and_draw_show_predictions(server, page, tmp_path):

@@ -8,6 +8,7 @@ Everything here returns plain JSON-able dicts. Sources:
   the file lacks is profiled in a worker process with a memory limit (`worker.Worker`);
 - `visionzoo.bench.reported.load_reported`: ImageNet accuracy as the papers report it;
 - `results/bench/*.json`: latency measured here; `results/lab/*.json`: the history claims;
+  `results/leaderboard/*.json` (scripts/leaderboard.py): Fashion-MNIST accuracy trained here;
 - the runs folder: `config.json` and `metrics.jsonl` read as JSON, weights through
   `visionzoo.runs.load_run` (safetensors). Runs are addressed by ids from this listing only,
   never by a path that the browser sends.
@@ -155,6 +156,36 @@ def load_bench(results: Path | None) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in out.items() if "latency_ms" in v}
 
 
+def load_leaderboard(results: Path | None) -> dict[str, dict[str, Any]]:
+    """{model: {"test_acc" (mean over seeds), "sd", "seeds", "dataset", "device", "recipe",
+    "train_s", "published", "file"}} from results/leaderboard/*.json, the zoo's own accuracy
+    table (scripts/leaderboard.py): measured here, unlike the reported ImageNet figures."""
+    folder = results / "leaderboard" if results else None
+    if folder is None or not folder.is_dir():
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = _read_json(path)
+            model, runs = data["model"], data["runs"]
+            accs = [float(r["test_acc"]) for r in runs]
+            seconds = [float(r["train_seconds"]) for r in runs if "train_seconds" in r]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(model, str) or not accs:
+            continue
+        mean = sum(accs) / len(accs)
+        sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0
+        out[model] = _finite({
+            "test_acc": mean, "sd": sd, "seeds": len(accs),
+            "dataset": data.get("dataset"), "device": data.get("device"),
+            "recipe": runs[0].get("recipe"), "epochs": runs[0].get("epochs"),
+            "train_s": sum(seconds) / len(seconds) if seconds else None,
+            "published": data.get("published"), "file": path.name,
+        })  # fmt: skip
+    return out
+
+
 def load_lab(results: Path | None) -> list[dict[str, Any]]:
     """The history lab's claims (results/lab/*.json, as `visionzoo lab run` writes them).
 
@@ -278,6 +309,7 @@ class Explorer:
         """One row per model in year order, and what the page can plot."""
         reported, reported_missing = load_reported_safe()
         bench = load_bench(self.results_root)
+        board = load_leaderboard(self.results_root)
         runs = self.runs(refresh=True)
         lab = load_lab(self.results_root)
         rows = []
@@ -297,6 +329,8 @@ class Explorer:
                 row["reported"] = _finite({k: rep.get(k) for k in keep if k in rep})
             if name in bench:
                 row["bench"] = bench[name]
+            if name in board:
+                row["measured"] = board[name]
             mine = [r for r in runs if r["model"] == name and r.get("test_acc") is not None]
             if mine:
                 best = max(mine, key=lambda r: r["test_acc"])
@@ -322,6 +356,7 @@ class Explorer:
         card = info.as_dict()
         card["reported"] = _finite(dict(reported[name])) if name in reported else None
         card["bench"] = bench.get(name)
+        card["measured"] = load_leaderboard(self.results_root).get(name)
         card["runs"] = [r for r in self.runs() if r["model"] == name]
         card["claims"] = [c for c in load_lab(self.results_root) if name in c["models"]]
         profile = self._profiles.get(name) or _with_info(shipped_profile(name), info)

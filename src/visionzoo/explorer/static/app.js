@@ -38,9 +38,11 @@ const METRICS = {
   params: { label: "parameters", profile: false, get: (m) => prof(m, "params") ?? m.reference_params, fmt: (v) => fmtSI(v), log: true },
   flops: { label: "FLOPs (one image, default size)", profile: true, get: (m) => prof(m, "flops") ?? m.bench?.flops ?? (m.reported?.gmacs != null ? 2e9 * m.reported.gmacs : null), fmt: (v) => fmtSI(v, "FLOP"), log: true, source: (m) => (prof(m, "flops") != null ? "counted here (FlopCounterMode)" : m.bench?.flops != null ? `bench ${m.bench.file}` : "reported GMACs × 2 (counting here…)") },
   top1: { label: "reported ImageNet top-1 (%), as published", profile: false, get: (m) => (isImageNet(m.reported) ? pct(m.reported.top1) : null), fmt: (v) => `${v.toFixed(2)} %`, log: false, source: (m) => repSource(m.reported) },
+  measured: { label: "Fashion-MNIST, trained here (%, mean)", profile: false, get: (m) => pct(m.measured?.test_acc), fmt: (v) => `${v.toFixed(2)} %`, log: false, source: (m) => m.measured && measuredSource(m.measured) },
   latency: { label: "latency measured here (ms, batch 1)", profile: false, get: (m) => m.bench?.latency_ms, fmt: (v) => `${v.toFixed(2)} ms`, log: true, source: (m) => m.bench && `${m.bench.device || "device ?"} · ${m.bench.file}` },
   run_acc: { label: "test accuracy of your runs (%, best run)", profile: false, get: (m) => pct(m.run_acc?.test_acc), fmt: (v) => `${v.toFixed(2)} %`, log: false, source: (m) => m.run_acc && `${m.run_acc.dataset} · run ${m.run_acc.id}` },
 };
+function measuredSource(x) { return `± ${fmtPct(x.sd)} over ${x.seeds} seed${x.seeds === 1 ? "" : "s"} · ${x.recipe || "?"}, ${x.epochs ?? "?"} epochs · ${x.device || "?"} · results/leaderboard/${x.file}` + (x.published ? ` · published ${x.published[0]}: ${fmtPct(x.published[1])}` : ""); }
 function isImageNet(r) { return !!(r && r.top1 != null && /imagenet/i.test(r.dataset || "ImageNet")); }
 function repSource(r) { return r ? r.metrics_source || r.source || "" : ""; }
 function prof(m, key) { const p = S.profiles[m.name] || m.profile; return p ? p[key] ?? null : null; }
@@ -92,6 +94,7 @@ function drawBars() {
   let note = missing ? `${rows.length} of ${S.models.length} models have this metric.` : `${rows.length} models, in year order.`;
   if (key === "top1" && S.reportedMissing) note += " " + S.reportedMissing;
   if (key === "latency" && !rows.length) note += " No results/bench/*.json files yet.";
+  if (key === "measured" && !rows.length) note += " No results/leaderboard/*.json yet: python scripts/leaderboard.py --data-dir DIR.";
   if (key === "run_acc" && !rows.length) note += " No runs yet: train one with `visionzoo train`.";
   $("metric-note").textContent = note;
   if (M.profile) fetchProfiles();
@@ -199,6 +202,7 @@ function facts(c, p) {
     ${fact("depth", p ? fmtInt(p.depth) : "…", p ? esc(p.depth_source || "") + (p.weighted_layers != null ? ` · ${fmtInt(p.weighted_layers)} weighted layers in all` : "") : "")}
     ${fact("activation memory", p ? fmtBytes(p.activation_bytes) : "…", "one image, forward")}
     ${fact(`reported top-1${rep && rep.top1 != null ? ` (${rep.dataset || "ImageNet"})` : ""}`, rep && rep.top1 != null ? fmtPct(rep.top1) : "–", rep && rep.top1 != null ? `top-5 ${fmtPct(rep.top5)} · reported, not measured: ${esc(repSource(rep) || "?")}` : "no reported figure")}
+    ${fact(`trained here${c.measured ? ` (${c.measured.dataset || "?"})` : ""}`, c.measured ? fmtPct(c.measured.test_acc) : "–", c.measured ? `test accuracy, mean ${esc(measuredSource(c.measured))}` : "no leaderboard row (scripts/leaderboard.py)", "measured")}
     ${fact("latency measured here", bench ? `${bench.latency_ms.toFixed(2)} ms` : "–", bench ? `${esc(bench.device)} · batch ${esc(bench.batch_size)}` + (bench.all || []).filter((b) => b.device !== bench.device).map((b) => `<br>also ${b.latency_ms.toFixed(2)} ms on ${esc(b.device)}`).join("") : "no results/bench entry")}
     ${fact("best run, test accuracy", best ? fmtPct(best.test_acc) : "–", best ? `${esc(best.dataset)} · ${esc(best.id)}` : "no runs of this model")}
     ${fact("input", `${c.in_channels}×${c.image_size}×${c.image_size}`, `min ${c.min_image_size} px · ${c.num_classes} classes`)}
@@ -343,6 +347,7 @@ async function drawCompare() {
     ${row("depth", (X) => X.p?.depth, fmtInt, "ratio")}
     ${row("activation memory", (X) => X.p?.activation_bytes, fmtBytes, "ratio")}
     ${row("reported ImageNet top-1", (X) => (isImageNet(X.c.reported) ? pct(X.c.reported.top1) : null), (v) => `${v.toFixed(2)} %`, "points")}
+    ${row("Fashion-MNIST, trained here", (X) => pct(X.c.measured?.test_acc), (v) => `${v.toFixed(2)} %`, "points")}
     ${row("latency measured here", (X) => X.c.bench?.latency_ms, (v) => `${v.toFixed(2)} ms`, "ratio")}
     ${row("best run test accuracy", best, (v) => `${v.toFixed(2)} %`, "points")}
     ${row("default input", (X) => X.c.image_size, (v) => `${v} px`)}
