@@ -180,8 +180,7 @@ class DeviceLoader:
 
     def _prepare_all(self, budget: int) -> None:
         n, side = len(self.images), self.preprocess.image_size
-        channels = self.images.shape[1] if self.images.dim() == 4 else 1
-        if n == 0 or n * channels * side * side * 4 > budget:
+        if n == 0 or n * self.preprocess.in_channels * side * side * 4 > budget:
             return
         stage = "unit" if self.augment is not None else "normalized"
         chunks = []

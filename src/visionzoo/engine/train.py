@@ -139,9 +139,12 @@ class EpochMeter:
         self.loss.add_(loss, alpha=n)
         self.correct.add_((logits.argmax(1) == target).sum())
 
+    def finite(self) -> Tensor:
+        return self.loss.abs() < math.inf  # NaN < inf is False too
+
     @torch.no_grad()
     def end_step(self) -> None:
-        self.good.add_(self.loss.abs() < math.inf)  # NaN < inf is False too
+        self.good.add_(self.finite())
 
     def tallies(self) -> tuple[Tensor, Tensor, Tensor]:
         return self.loss, self.correct, self.good
@@ -151,7 +154,7 @@ class EpochMeter:
 
         Every rank checks at the same steps (the flag is all-reduced: any rank's NaN stops
         them all); `check=False` reads the sums alone, for rank 0's progress bar."""
-        finite = self.loss.abs() < math.inf
+        finite = self.finite()
         bad = dist.all_reduce_sum((~finite).long())[0] if check else torch.zeros_like(self.good)
         loss, correct, bad, good, mine = torch.stack(
             (self.loss, self.correct.double(), bad.double(), self.good.double(), finite.double())

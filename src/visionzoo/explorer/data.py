@@ -21,6 +21,7 @@ import inspect
 import json
 import math
 import re
+import statistics
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -174,13 +175,12 @@ def load_leaderboard(results: Path | None) -> dict[str, dict[str, Any]]:
             continue
         if not isinstance(model, str) or not accs:
             continue
-        mean = sum(accs) / len(accs)
-        sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0
         out[model] = _finite({
-            "test_acc": mean, "sd": sd, "seeds": len(accs),
+            "test_acc": statistics.mean(accs),
+            "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0, "seeds": len(accs),
             "dataset": data.get("dataset"), "device": data.get("device"),
             "recipe": runs[0].get("recipe"), "epochs": runs[0].get("epochs"),
-            "train_s": sum(seconds) / len(seconds) if seconds else None,
+            "train_s": statistics.mean(seconds) if seconds else None,
             "published": data.get("published"), "file": path.name,
         })  # fmt: skip
     return out
